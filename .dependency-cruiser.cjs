@@ -1,0 +1,41 @@
+// Architecture rules, checked by `npm run check:deps` (part of .ci/run).
+// Core code (everything in src/ outside an adapter folder) must never import an
+// adapter or a driver: adapters depend on the core, never the other way round.
+const ADAPTER = '^src/.+/(memory|sqlite|postgres)/';
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-cycles',
+      severity: 'error',
+      comment: 'Import cycles make load order fragile and hide layering mistakes.',
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: 'core-imports-no-adapter',
+      severity: 'error',
+      comment: 'Core code must not import an adapter folder.',
+      from: { path: '^src/', pathNot: ADAPTER },
+      to: { path: ADAPTER },
+    },
+    {
+      name: 'core-imports-no-driver',
+      severity: 'error',
+      comment: 'Drivers are loaded only by the adapter that needs them.',
+      from: { path: '^src/', pathNot: ADAPTER },
+      to: { path: 'node_modules/(better-sqlite3|pg|pg-.*|amqplib|ioredis)/' },
+    },
+    {
+      name: 'adapters-do-not-import-each-other',
+      severity: 'error',
+      from: { path: '^src/log/(memory|sqlite|postgres)/' },
+      to: { path: '^src/log/(memory|sqlite|postgres)/', pathNot: '^src/log/$1/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { extensions: ['.ts', '.js'] },
+  },
+};

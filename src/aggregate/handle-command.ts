@@ -1,0 +1,181 @@
+import { createHash } from 'node:crypto';
+import { EventIdConflict, InvalidInput, SinhoError, WrongExpectedRevision } from '../errors.js';
+import type { EventLog, JsonValue, NewEvent, RecordedEvent, EventMetadata } from '../log/types.js';
+import { snapshotKey, type Decider, type DomainEvent } from './decider.js';
+
+export interface HandleCommandOptions {
+  /**
+   * Makes the command idempotent: handling the same id again on the same
+   * stream appends nothing and returns the first result. Event ids are derived
+   * from it, so even two concurrent deliveries of one command append once.
+   */
+  commandId?: string;
+  /** Attempts when another writer got to the stream first (WrongExpectedRevision). Default 5. */
+  maxAttempts?: number;
+  /** Write a snapshot each time the stream's event count crosses a multiple of this. Default: never. */
+  snapshotEvery?: number;
+  /** Metadata for every appended event (correlation, causation, actor, headers). */
+  metadata?: EventMetadata;
+  durability?: 'durable' | 'relaxed';
+}
+
+export interface CommandResult<State, Event extends DomainEvent> {
+  /** The events this command appended (or, for a repeated command id, appended the first time). */
+  events: RecordedEvent<Event['type'], Event['data']>[];
+  /** The state right after those events. */
+  state: State;
+  /** The stream's revision right after those events (-1: the stream is still empty). */
+  revision: number;
+  /** True when `commandId` had been handled before: nothing was appended now. */
+  alreadyHandled: boolean;
+}
+
+export interface LoadedAggregate<State> {
+  state: State;
+  /** Last revision folded into `state` (-1 when the stream is empty). */
+  revision: number;
+  /** Revision of the snapshot the load started from, if any. */
+  fromSnapshot: number | undefined;
+}
+
+/** Deterministic UUID (version 8, name-based on SHA-256) of the `index`-th event of a command. */
+export function commandEventId(commandId: string, stream: string, index: number): string {
+  const h = createHash('sha256').update(`sinho:command:${stream}:${commandId}:${index}`).digest();
+  h[6] = (h[6]! & 0x0f) | 0x80;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const hex = h.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+/** Folds a stream into the decider's state, starting from its snapshot when one exists. */
+export async function loadAggregate<C, S, E extends DomainEvent>(
+  log: EventLog,
+  decider: Decider<C, S, E>,
+  stream: string,
+  options: { upToRevision?: number; useSnapshot?: boolean } = {},
+): Promise<LoadedAggregate<S>> {
+  let state = decider.initialState;
+  let revision = -1;
+  let fromSnapshot: number | undefined;
+  if (options.useSnapshot !== false) {
+    const snapshot = await log.readSnapshot(stream, snapshotKey(decider));
+    if (snapshot && (options.upToRevision === undefined || snapshot.revision <= options.upToRevision)) {
+      state = snapshot.state as S;
+      revision = snapshot.revision;
+      fromSnapshot = snapshot.revision;
+    }
+  }
+  const limit = options.upToRevision === undefined ? undefined : options.upToRevision - revision;
+  if (limit === undefined || limit > 0) {
+    for await (const event of log.readStream(stream, { from: revision + 1, limit })) {
+      state = decider.evolve(state, event as unknown as E);
+      revision = event.revision;
+    }
+  }
+  return { state, revision, fromSnapshot };
+}
+
+function validateOptions(options: HandleCommandOptions): void {
+  const { commandId, maxAttempts, snapshotEvery } = options;
+  if (commandId !== undefined && (typeof commandId !== 'string' || commandId.length === 0 || commandId.length > 200)) {
+    throw new InvalidInput('INVALID_ARGUMENT', 'commandId must be a string of 1-200 characters.');
+  }
+  if (maxAttempts !== undefined && (!Number.isSafeInteger(maxAttempts) || maxAttempts < 1)) {
+    throw new InvalidInput('INVALID_ARGUMENT', 'maxAttempts must be an integer >= 1.');
+  }
+  if (snapshotEvery !== undefined && (!Number.isSafeInteger(snapshotEvery) || snapshotEvery < 1)) {
+    throw new InvalidInput('INVALID_ARGUMENT', 'snapshotEvery must be an integer >= 1.');
+  }
+}
+
+async function previousResult<C, S, E extends DomainEvent>(
+  log: EventLog,
+  decider: Decider<C, S, E>,
+  stream: string,
+  commandId: string,
+  first: RecordedEvent,
+): Promise<CommandResult<S, E>> {
+  const events: RecordedEvent[] = [];
+  for await (const e of log.readStream(stream, { from: first.revision })) {
+    if (e.id !== commandEventId(commandId, stream, events.length)) break;
+    events.push(e);
+  }
+  const last = events[events.length - 1]!.revision;
+  const loaded = await loadAggregate(log, decider, stream, { upToRevision: last });
+  return { events: events as CommandResult<S, E>['events'], state: loaded.state, revision: last, alreadyHandled: true };
+}
+
+/**
+ * Loads the stream, decides, and appends the resulting events with the
+ * revision it decided on as the expected revision. When another writer
+ * appended in between, it reloads and decides again, up to `maxAttempts`.
+ * Business-rule refusals (DomainError) propagate unchanged and append nothing.
+ */
+export async function handleCommand<C, S, E extends DomainEvent>(
+  log: EventLog,
+  decider: Decider<C, S, E>,
+  stream: string,
+  command: C,
+  options: HandleCommandOptions = {},
+): Promise<CommandResult<S, E>> {
+  validateOptions(options);
+  const maxAttempts = options.maxAttempts ?? 5;
+  const { commandId } = options;
+  let lastConflict: WrongExpectedRevision | undefined;
+  for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+    if (commandId !== undefined) {
+      const [first] = await log.readEvents([commandEventId(commandId, stream, 0)]);
+      if (first) return previousResult(log, decider, stream, commandId, first);
+    }
+    const loaded = await loadAggregate(log, decider, stream);
+    const decided = await decider.decide(command, loaded.state);
+    const domainEvents: readonly E[] = Array.isArray(decided) ? decided : [decided as E];
+    if (domainEvents.length === 0) return { events: [], state: loaded.state, revision: loaded.revision, alreadyHandled: false };
+    const newEvents: NewEvent[] = domainEvents.map((e, i) => ({
+      id: commandId === undefined ? undefined : commandEventId(commandId, stream, i),
+      type: e.type,
+      data: e.data,
+      metadata: options.metadata || e.metadata ? { ...options.metadata, ...e.metadata, headers: { ...options.metadata?.headers, ...e.metadata?.headers } } : undefined,
+    }));
+    try {
+      const appended = await log.append(stream, newEvents, {
+        expectedRevision: loaded.revision === -1 ? 'noStream' : loaded.revision,
+        durability: options.durability,
+      });
+      let state = loaded.state;
+      const recorded = await log.readEvents(appended.events.map((e) => e.id));
+      for (const e of recorded) state = decider.evolve(state, e as unknown as E);
+      if (options.snapshotEvery !== undefined) {
+        const k = options.snapshotEvery;
+        if (Math.floor((appended.revision + 1) / k) > Math.floor((loaded.revision + 1) / k)) {
+          await log.writeSnapshot(stream, { key: snapshotKey(decider), revision: appended.revision, state: state as JsonValue });
+        }
+      }
+      return { events: recorded as CommandResult<S, E>['events'], state, revision: appended.revision, alreadyHandled: appended.alreadyStored };
+    } catch (error) {
+      if (error instanceof WrongExpectedRevision) {
+        lastConflict = error;
+        continue;
+      }
+      // Another delivery of the same command won the race with different
+      // content (its decision read a different clock, say): the next attempt
+      // finds its events and returns them as the result.
+      if (error instanceof EventIdConflict && commandId !== undefined) continue;
+      throw error;
+    }
+  }
+  throw new SinhoError(
+    'CONCURRENCY_RETRIES_EXHAUSTED',
+    `Stream "${stream}" kept changing under the command; gave up after ${maxAttempts} attempts.`,
+    { stream, attempts: maxAttempts },
+    { cause: lastConflict },
+  );
+}
+
+/** Deletes the events a decider's latest snapshot covers; returns the revision kept from (or undefined without a snapshot). */
+export async function truncateToSnapshot<C, S, E extends DomainEvent>(log: EventLog, decider: Decider<C, S, E>, stream: string): Promise<number | undefined> {
+  const snapshot = await log.readSnapshot(stream, snapshotKey(decider));
+  if (!snapshot) return undefined;
+  await log.truncateStream(stream, snapshot.revision + 1);
+  return snapshot.revision + 1;
+}

@@ -1,0 +1,20 @@
+/**
+ * Sinho: an event backbone for TypeScript services. This entry point holds the
+ * core (no driver is loaded from here); adapters are imported separately:
+ * `sinho/sqlite` (embedded default), `sinho/postgres`, `sinho/memory`.
+ */
+export * from './errors.js';
+export type * from './log/types.js';
+export { DEFAULT_LOG_LIMITS, categoryOf } from './log/validation.js';
+export { eventSchema, createUpcasters, type EventSchema, type LatestData, type Upcasters } from './log/upcasting.js';
+export type { EventLogOptions } from './log/stored-event-log.js';
+export { snapshotKey, type Decider, type DomainEvent } from './aggregate/decider.js';
+export {
+  handleCommand,
+  loadAggregate,
+  truncateToSnapshot,
+  commandEventId,
+  type HandleCommandOptions,
+  type CommandResult,
+  type LoadedAggregate,
+} from './aggregate/handle-command.js';

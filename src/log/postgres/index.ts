@@ -1,0 +1,95 @@
+/**
+ * The PostgreSQL adapter, for when one machine is not enough. Appends are
+ * group-committed per process and serialised across processes by the head
+ * row lock, so positions are gap-free and visible in order (see schema.ts).
+ */
+import pg from 'pg';
+import { InvalidInput } from '../../errors.js';
+import { StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
+import type { LogStorage } from '../storage.js';
+import type { EventLog } from '../types.js';
+import { commitBatch } from './append.js';
+import { watchExternalCommits } from './notify.js';
+import type { PgPool } from './pg-types.js';
+import { readAllPage, readEventsById, readStreamPage } from './read.js';
+import { migrate } from './schema.js';
+
+export interface PostgresEventLogOptions extends EventLogOptions {
+  /** e.g. `postgres://root@127.0.0.1:5432/test`. Default: libpq environment variables (PGHOST, ...). */
+  connectionString?: string;
+  /** The database schema holding Sinho's tables; created when missing. Default `sinho`. */
+  schema?: string;
+  /** Connections in the pool. Default 10. */
+  poolSize?: number;
+  /** Use LISTEN/NOTIFY for wake-ups. Turn off behind a transaction-mode pooler. Default true. */
+  listen?: boolean;
+  /** Safety re-check of the head while a reader waits, ms. Default 2,000. */
+  recheckIntervalMs?: number;
+  /** Called with errors of the background LISTEN connection (it reconnects by itself). */
+  onBackgroundError?: (error: Error) => void;
+}
+
+const IDENTIFIER = /^[a-z_][a-z0-9_]{0,50}$/;
+
+// int8 columns (positions, revisions) as JS numbers: exact up to 2^53, far beyond any log's size.
+const types = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+export async function openPostgresEventLog(options: PostgresEventLogOptions = {}): Promise<EventLog> {
+  const schema = options.schema ?? 'sinho';
+  if (!IDENTIFIER.test(schema)) {
+    throw new InvalidInput('INVALID_ARGUMENT', `schema must match ${IDENTIFIER} (lower-case letters, digits, underscore), got ${JSON.stringify(schema)}.`);
+  }
+  const clientConfig: pg.ClientConfig = { connectionString: options.connectionString, types };
+  const pool = new pg.Pool({ ...clientConfig, max: options.poolSize ?? 10 }) as unknown as PgPool & pg.Pool;
+  // An idle client's error (server restart) must not crash the process; the next query reconnects.
+  (pool as pg.Pool).on('error', (error) => options.onBackgroundError?.(error));
+  try {
+    await migrate(pool, schema);
+  } catch (error) {
+    await pool.end();
+    throw error;
+  }
+  const channel = `sinho_log_${schema}`;
+  const storage: LogStorage = {
+    adapter: 'postgres',
+    recheckIntervalMs: options.recheckIntervalMs ?? 2000,
+    commit: (batch, durability) => commitBatch(pool, schema, channel, batch, durability),
+    readStreamPage: (q) => readStreamPage(pool, schema, q),
+    readAllPage: (q) => readAllPage(pool, schema, q),
+    readEventsById: (ids) => readEventsById(pool, schema, ids),
+    streamRevision: async (stream) => {
+      const { rows } = await pool.query<{ revision: number }>(`SELECT revision FROM ${schema}.streams WHERE name = $1`, [stream]);
+      return rows[0]?.revision ?? -1;
+    },
+    headPosition: async () => {
+      const { rows } = await pool.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton`);
+      return rows[0]!.position;
+    },
+    readSnapshot: async (stream, key) => {
+      const { rows } = await pool.query<{ revision: number; state: unknown }>(`SELECT revision, state FROM ${schema}.snapshots WHERE stream = $1 AND key = $2`, [
+        stream,
+        key,
+      ]);
+      const row = rows[0];
+      return row && { key, revision: row.revision, state: row.state as never };
+    },
+    writeSnapshot: async (stream, snapshot) => {
+      await pool.query(
+        `INSERT INTO ${schema}.snapshots (stream, key, revision, state) VALUES ($1, $2, $3, $4::jsonb)
+         ON CONFLICT (stream, key) DO UPDATE SET revision = EXCLUDED.revision, state = EXCLUDED.state, created_at = now()
+         WHERE EXCLUDED.revision >= ${schema}.snapshots.revision`,
+        [stream, snapshot.key, snapshot.revision, JSON.stringify(snapshot.state)],
+      );
+    },
+    truncateStream: async (stream, beforeRevision) => {
+      await pool.query(`DELETE FROM ${schema}.events WHERE stream = $1 AND revision < $2`, [stream, beforeRevision]);
+    },
+    watchExternalCommits: (onCommit) =>
+      options.listen === false ? () => {} : watchExternalCommits(clientConfig, channel, onCommit, (e) => options.onBackgroundError?.(e)),
+    close: () => pool.end(),
+  };
+  return new StoredEventLog(storage, options);
+}

@@ -1,0 +1,62 @@
+import pg from 'pg';
+
+/**
+ * Wake-ups through LISTEN/NOTIFY: every append transaction calls
+ * `pg_notify(channel, head)`, delivered at commit to every listener, whichever
+ * process wrote. One dedicated connection listens; when it drops it reconnects
+ * with backoff, and meanwhile the core's slow head re-check keeps readers
+ * moving (behind a transaction-mode pooler, where LISTEN does not work, that
+ * re-check is the only wake-up: set `listen: false` there).
+ */
+export function watchExternalCommits(
+  clientConfig: pg.ClientConfig,
+  channel: string,
+  onCommit: (head: number) => void,
+  onError: (error: Error) => void,
+): () => void {
+  let stopped = false;
+  let client: pg.Client | undefined;
+  let attempt = 0;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  const connect = async (): Promise<void> => {
+    if (stopped) return;
+    const c = new pg.Client(clientConfig);
+    client = c;
+    c.on('notification', (msg) => {
+      const head = Number(msg.payload);
+      if (Number.isSafeInteger(head)) onCommit(head);
+    });
+    c.on('error', (error) => {
+      onError(error);
+      scheduleReconnect(c);
+    });
+    c.on('end', () => scheduleReconnect(c));
+    try {
+      await c.connect();
+      await c.query(`LISTEN "${channel}"`);
+      attempt = 0;
+    } catch (error) {
+      onError(error as Error);
+      scheduleReconnect(c);
+    }
+  };
+  const scheduleReconnect = (c: pg.Client): void => {
+    if (stopped || client !== c || retryTimer) return;
+    client = undefined;
+    c.end().catch(() => {});
+    const delay = Math.min(30_000, 200 * 2 ** attempt++) * (0.5 + Math.random() / 2);
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      void connect();
+    }, delay);
+    retryTimer.unref();
+  };
+  void connect();
+  return () => {
+    stopped = true;
+    if (retryTimer) clearTimeout(retryTimer);
+    client?.end().catch(() => {});
+    client = undefined;
+  };
+}

@@ -1,0 +1,41 @@
+import type { AllPageQuery, StoredEvent, StreamPageQuery } from '../storage.js';
+import type { PgQueryable } from './pg-types.js';
+
+// JSON columns come back as text: the core parses them once, the same way for every adapter.
+export const eventColumns = 'id::text AS id, stream, type, schema_version AS "schemaVersion", data::text AS data, metadata::text AS metadata, revision, position';
+
+export async function readStreamPage(db: PgQueryable, schema: string, q: StreamPageQuery): Promise<StoredEvent[]> {
+  const op = q.direction === 'forwards' ? '>=' : '<=';
+  const order = q.direction === 'forwards' ? 'ASC' : 'DESC';
+  const { rows } = await db.query<StoredEvent>(
+    `SELECT ${eventColumns} FROM ${schema}.events WHERE stream = $1 AND revision ${op} $2 ORDER BY revision ${order} LIMIT $3`,
+    [q.stream, q.fromRevision, q.limit],
+  );
+  return rows;
+}
+
+export async function readAllPage(db: PgQueryable, schema: string, q: AllPageQuery): Promise<StoredEvent[]> {
+  const where = ['position >= $1', 'position <= $2'];
+  const params: unknown[] = [q.fromPosition, q.toPosition ?? Number.MAX_SAFE_INTEGER];
+  if (q.filter?.categories) {
+    params.push(q.filter.categories);
+    where.push(`category = ANY($${params.length}::text[])`);
+  }
+  if (q.filter?.types) {
+    params.push(q.filter.types);
+    where.push(`type = ANY($${params.length}::text[])`);
+  }
+  params.push(q.limit);
+  const { rows } = await db.query<StoredEvent>(
+    `SELECT ${eventColumns} FROM ${schema}.events WHERE ${where.join(' AND ')} ORDER BY position LIMIT $${params.length}`,
+    params,
+  );
+  return rows;
+}
+
+export async function readEventsById(db: PgQueryable, schema: string, ids: readonly string[]): Promise<StoredEvent[]> {
+  const uuids = ids.filter((id) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id));
+  if (uuids.length === 0) return [];
+  const { rows } = await db.query<StoredEvent>(`SELECT ${eventColumns} FROM ${schema}.events WHERE id = ANY($1::uuid[]) ORDER BY position`, [uuids]);
+  return rows;
+}

@@ -1,0 +1,66 @@
+/**
+ * The SQLite adapter, Sinho's embedded default: one file in WAL mode with
+ * `synchronous=FULL`, so an acknowledged append is on disk. Several processes
+ * may share the file; writes are serialised by SQLite's write lock.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { InvalidInput } from '../../errors.js';
+import { StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
+import type { LogStorage } from '../storage.js';
+import type { EventLog } from '../types.js';
+import { commitBatch, prepareAppendStatements } from './append.js';
+import { watchExternalCommits } from './notify.js';
+import { prepareReadStatements, readAllPage, readStreamPage } from './read.js';
+import { migrate } from './schema.js';
+
+export interface SqliteEventLogOptions extends EventLogOptions {
+  /** Path of the database file (created with its folder when missing), or `:memory:`. */
+  path: string;
+  /** How long a writer waits for another process's write lock, ms. Default 5,000. */
+  busyTimeoutMs?: number;
+  /** How often another process's commits are noticed, ms. Default 200. */
+  externalCommitCheckMs?: number;
+}
+
+export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
+  if (typeof options?.path !== 'string' || options.path.length === 0) {
+    throw new InvalidInput('INVALID_ARGUMENT', 'openSqliteEventLog needs a path (a file path or ":memory:").');
+  }
+  if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+  const db = new Database(options.path);
+  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+  if (options.path !== ':memory:') db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  migrate(db);
+  const write = prepareAppendStatements(db);
+  const read = prepareReadStatements(db);
+  const readHead = (): number => read.head.get()!.position;
+
+  const storage: LogStorage = {
+    adapter: 'sqlite',
+    recheckIntervalMs: 5000,
+    commit: async (batch, durability) => commitBatch(db, write, batch, durability),
+    readStreamPage: async (q) => readStreamPage(read, q),
+    readAllPage: async (q) => readAllPage(db, read, q),
+    readEventsById: async (ids) => read.byId.all(JSON.stringify(ids)),
+    streamRevision: async (stream) => read.streamRevision.get(stream)?.revision ?? -1,
+    headPosition: async () => readHead(),
+    readSnapshot: async (stream, key) => {
+      const row = read.readSnapshot.get(stream, key);
+      return row && { key, revision: row.revision, state: JSON.parse(row.state) };
+    },
+    writeSnapshot: async (stream, snapshot) => {
+      read.writeSnapshot.run(stream, snapshot.key, snapshot.revision, JSON.stringify(snapshot.state), new Date().toISOString());
+    },
+    truncateStream: async (stream, beforeRevision) => {
+      read.truncate.run(stream, beforeRevision);
+    },
+    watchExternalCommits: (onCommit) => watchExternalCommits(db, readHead, options.externalCommitCheckMs ?? 200, onCommit),
+    close: async () => {
+      db.close();
+    },
+  };
+  return new StoredEventLog(storage, options);
+}

@@ -1,0 +1,28 @@
+import type Database from 'better-sqlite3';
+
+/**
+ * Wake-ups for commits made by OTHER connections to the same file (another
+ * process sharing the embedded log). SQLite has no LISTEN; `PRAGMA
+ * data_version` changes exactly when another connection committed, and
+ * reading it touches no table, so a slow, unref'd timer costs next to nothing.
+ * Commits of this process wake readers directly, without this timer.
+ */
+export function watchExternalCommits(
+  db: Database.Database,
+  readHead: () => number,
+  intervalMs: number,
+  onCommit: (head: number) => void,
+): () => void {
+  const version = db.prepare('PRAGMA data_version').pluck();
+  let last = version.get() as number;
+  const timer = setInterval(() => {
+    if (!db.open) return;
+    const now = version.get() as number;
+    if (now !== last) {
+      last = now;
+      onCommit(readHead());
+    }
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,62 @@
+/**
+ * Numbered migrations of the SQLite adapter. Applied in order on open, each in
+ * its own transaction, recorded in `sinho_migrations`. Never edit a migration
+ * that has been merged: append a new one.
+ */
+import type Database from 'better-sqlite3';
+
+export const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: 'event log',
+    sql: `
+      CREATE TABLE sinho_events (
+        position       INTEGER PRIMARY KEY,
+        id             TEXT    NOT NULL UNIQUE,
+        stream         TEXT    NOT NULL,
+        category       TEXT    NOT NULL,
+        revision       INTEGER NOT NULL,
+        type           TEXT    NOT NULL,
+        schema_version INTEGER NOT NULL,
+        data           TEXT    NOT NULL,
+        metadata       TEXT    NOT NULL
+      );
+      CREATE UNIQUE INDEX sinho_events_stream_revision ON sinho_events (stream, revision);
+      CREATE INDEX sinho_events_category ON sinho_events (category, position);
+      CREATE INDEX sinho_events_type ON sinho_events (type, position);
+      CREATE TABLE sinho_streams (
+        name     TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      -- The head is kept in its own row rather than MAX(position): truncating a
+      -- stream can delete the newest event, and positions must never be reused.
+      CREATE TABLE sinho_head (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        position  INTEGER NOT NULL
+      );
+      INSERT INTO sinho_head (singleton, position) VALUES (1, 0);
+      CREATE TABLE sinho_snapshots (
+        stream     TEXT    NOT NULL,
+        key        TEXT    NOT NULL,
+        revision   INTEGER NOT NULL,
+        state      TEXT    NOT NULL,
+        created_at TEXT    NOT NULL,
+        PRIMARY KEY (stream, key)
+      ) WITHOUT ROWID;
+    `,
+  },
+];
+
+export function migrate(db: Database.Database): void {
+  db.exec('CREATE TABLE IF NOT EXISTS sinho_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
+  const applied = new Set((db.prepare('SELECT version FROM sinho_migrations').all() as { version: number }[]).map((r) => r.version));
+  for (const m of MIGRATIONS) {
+    if (applied.has(m.version)) continue;
+    db.transaction(() => {
+      // Re-check inside the write lock: another process may have migrated meanwhile.
+      if (db.prepare('SELECT 1 FROM sinho_migrations WHERE version = ?').get(m.version)) return;
+      db.exec(m.sql);
+      db.prepare('INSERT INTO sinho_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, new Date().toISOString());
+    }).immediate();
+  }
+}

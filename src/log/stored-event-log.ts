@@ -1,0 +1,303 @@
+/**
+ * The one implementation of {@link EventLog}, over any {@link LogStorage}.
+ * Adapters construct it through their `open…EventLog` factories.
+ */
+import { InvalidInput, LogClosed } from '../errors.js';
+import { GroupCommitter } from './group-commit.js';
+import type { LogStorage, StoredEvent } from './storage.js';
+import { createUpcasters, type Upcasters } from './upcasting.js';
+import { assertNonNegativeInteger, categoryOf, prepareAppends, resolveLimits, validateStreamName } from './validation.js';
+import type {
+  AppendOptions,
+  AppendResult,
+  EventFilter,
+  EventLog,
+  FollowOptions,
+  LogLimits,
+  MultiAppendResult,
+  NewEvent,
+  ReadAllOptions,
+  ReadStreamOptions,
+  RecordedEvent,
+  Snapshot,
+  StreamAppend,
+  WaitOptions,
+} from './types.js';
+
+/** Options every adapter accepts, besides its own connection options. */
+export interface EventLogOptions {
+  /** Overrides of {@link DEFAULT_LOG_LIMITS}. */
+  limits?: Partial<LogLimits>;
+  /** Applied on every read; see {@link createUpcasters}. */
+  upcasters?: Upcasters;
+  /** Most events one group commit may hold. Default 2,000. */
+  maxBatchEvents?: number;
+  /** Rows fetched per page when streaming reads. Default 1,000. */
+  readPageSize?: number;
+}
+
+const DEFAULT_MAX_BATCH_EVENTS = 2000;
+const DEFAULT_READ_PAGE_SIZE = 1000;
+
+function validateFilter(filter: EventFilter | undefined): EventFilter | undefined {
+  if (filter === undefined) return undefined;
+  if (typeof filter !== 'object' || filter === null) throw new InvalidInput('INVALID_ARGUMENT', 'filter must be an object { categories?, types? }.');
+  for (const key of ['categories', 'types'] as const) {
+    const list = filter[key];
+    if (list !== undefined && (!Array.isArray(list) || list.some((v) => typeof v !== 'string'))) {
+      throw new InvalidInput('INVALID_ARGUMENT', `filter.${key} must be an array of strings.`, { option: `filter.${key}` });
+    }
+  }
+  return filter;
+}
+
+function validateLimit(limit: unknown): number {
+  if (limit === undefined) return Number.POSITIVE_INFINITY;
+  return assertNonNegativeInteger(limit, 'limit');
+}
+
+export class StoredEventLog implements EventLog {
+  readonly adapter: LogStorage['adapter'];
+  readonly limits: Readonly<LogLimits>;
+  private readonly upcasters: Upcasters;
+  private readonly committer: GroupCommitter;
+  private readonly pageSize: number;
+  private readonly listeners = new Set<(head: number) => void>();
+  private readonly stopWatching: () => void;
+  private knownHead = 0;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly storage: LogStorage,
+    options: EventLogOptions = {},
+  ) {
+    this.adapter = storage.adapter;
+    this.limits = resolveLimits(options.limits);
+    this.upcasters = options.upcasters ?? createUpcasters();
+    const maxBatch = options.maxBatchEvents ?? DEFAULT_MAX_BATCH_EVENTS;
+    if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new InvalidInput('INVALID_ARGUMENT', 'maxBatchEvents must be a positive integer.');
+    this.pageSize = options.readPageSize ?? DEFAULT_READ_PAGE_SIZE;
+    if (!Number.isSafeInteger(this.pageSize) || this.pageSize < 1) throw new InvalidInput('INVALID_ARGUMENT', 'readPageSize must be a positive integer.');
+    this.committer = new GroupCommitter(storage, maxBatch, (head) => this.headAdvanced(head));
+    this.stopWatching = storage.watchExternalCommits((head) => this.headAdvanced(head));
+  }
+
+  private headAdvanced(head: number): void {
+    if (head <= this.knownHead) return;
+    this.knownHead = head;
+    for (const listener of [...this.listeners]) listener(head);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new LogClosed();
+  }
+
+  async append(stream: string, events: readonly NewEvent[], options: AppendOptions = {}): Promise<AppendResult> {
+    const result = await this.appendMulti([{ stream, events: events as NewEvent[], expectedRevision: options.expectedRevision }], options);
+    return result.streams[0]!;
+  }
+
+  async appendMulti(appends: readonly StreamAppend[], options: Pick<AppendOptions, 'durability'> = {}): Promise<MultiAppendResult> {
+    if (this.closing) throw new LogClosed();
+    const durability = options.durability ?? 'durable';
+    if (durability !== 'durable' && durability !== 'relaxed') {
+      throw new InvalidInput('INVALID_ARGUMENT', `durability must be 'durable' or 'relaxed', got ${JSON.stringify(durability)}.`);
+    }
+    const prepared = prepareAppends(appends, this.limits, (type) => this.upcasters.latestVersion(type));
+    const { outcome, durability: granted } = await this.committer.enqueue({ appends: prepared }, durability);
+    if (!outcome.ok) throw outcome.error;
+    return {
+      streams: outcome.streams.map((s) => ({ ...s, durability: granted })),
+      durability: granted,
+    };
+  }
+
+  private toRecorded(row: StoredEvent): RecordedEvent {
+    const { data, schemaVersion } = this.upcasters.upcast(row.type, row.schemaVersion, JSON.parse(row.data));
+    return {
+      id: row.id,
+      stream: row.stream,
+      category: categoryOf(row.stream),
+      type: row.type,
+      schemaVersion,
+      data,
+      metadata: JSON.parse(row.metadata),
+      revision: row.revision,
+      position: row.position,
+    };
+  }
+
+  readStream(stream: string, options: ReadStreamOptions = {}): AsyncIterable<RecordedEvent> {
+    validateStreamName(stream, this.limits);
+    const direction = options.direction ?? 'forwards';
+    if (direction !== 'forwards' && direction !== 'backwards') throw new InvalidInput('INVALID_ARGUMENT', "direction must be 'forwards' or 'backwards'.");
+    const limit = validateLimit(options.limit);
+    const fromOption = options.from ?? (direction === 'forwards' ? 'start' : 'end');
+    let from: number;
+    if (fromOption === 'start') from = 0;
+    else if (fromOption === 'end') from = Number.MAX_SAFE_INTEGER;
+    else from = assertNonNegativeInteger(fromOption, 'from');
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        let remaining = limit;
+        let next = from;
+        while (remaining > 0) {
+          self.assertOpen();
+          const page = await self.storage.readStreamPage({ stream, fromRevision: next, direction, limit: Math.min(self.pageSize, remaining) });
+          for (const row of page) yield self.toRecorded(row);
+          remaining -= page.length;
+          if (page.length < self.pageSize) return;
+          const last = page[page.length - 1]!.revision;
+          next = direction === 'forwards' ? last + 1 : last - 1;
+          if (next < 0) return;
+        }
+      },
+    };
+  }
+
+  readAll(options: ReadAllOptions = {}): AsyncIterable<RecordedEvent> {
+    const fromPosition = options.fromPosition === undefined ? 1 : assertNonNegativeInteger(options.fromPosition, 'fromPosition');
+    const limit = validateLimit(options.limit);
+    const filter = validateFilter(options.filter);
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        let remaining = limit;
+        let next = fromPosition;
+        while (remaining > 0) {
+          self.assertOpen();
+          const page = await self.storage.readAllPage({ fromPosition: next, limit: Math.min(self.pageSize, remaining), filter });
+          for (const row of page) yield self.toRecorded(row);
+          remaining -= page.length;
+          if (page.length < self.pageSize) return;
+          next = page[page.length - 1]!.position + 1;
+        }
+      },
+    };
+  }
+
+  follow(options: FollowOptions = {}): AsyncIterable<RecordedEvent> {
+    const fromPosition = options.fromPosition === undefined ? 1 : assertNonNegativeInteger(options.fromPosition, 'fromPosition');
+    const filter = validateFilter(options.filter);
+    const signal = options.signal;
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        // Read in windows (scanned, head]: positions become visible as a
+        // contiguous prefix (every adapter commits in position order), so once a
+        // window up to `head` is read, nothing at or below `head` can appear later.
+        let scanned = fromPosition - 1;
+        while (!signal?.aborted && !self.closed) {
+          const head = await self.storage.headPosition();
+          while (scanned < head && !signal?.aborted) {
+            const page = await self.storage.readAllPage({ fromPosition: scanned + 1, toPosition: head, limit: self.pageSize, filter });
+            for (const row of page) {
+              if (signal?.aborted) return;
+              yield self.toRecorded(row);
+            }
+            scanned = page.length < self.pageSize ? head : page[page.length - 1]!.position;
+          }
+          if (signal?.aborted || self.closed) return;
+          await self.waitForCommit(scanned, { signal });
+        }
+      },
+    };
+  }
+
+  async readEvents(ids: readonly string[]): Promise<RecordedEvent[]> {
+    this.assertOpen();
+    if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) throw new InvalidInput('INVALID_ARGUMENT', 'ids must be an array of strings.');
+    if (ids.length === 0) return [];
+    const rows = await this.storage.readEventsById(ids.map((id) => id.toLowerCase()));
+    return rows.map((row) => this.toRecorded(row));
+  }
+
+  async streamRevision(stream: string): Promise<number> {
+    this.assertOpen();
+    return this.storage.streamRevision(validateStreamName(stream, this.limits));
+  }
+
+  async headPosition(): Promise<number> {
+    this.assertOpen();
+    const head = await this.storage.headPosition();
+    this.headAdvanced(head);
+    return head;
+  }
+
+  waitForCommit(afterPosition: number, options: WaitOptions = {}): Promise<number> {
+    this.assertOpen();
+    assertNonNegativeInteger(afterPosition, 'afterPosition');
+    if (this.knownHead > afterPosition) return Promise.resolve(this.knownHead);
+    return new Promise<number>((resolve, reject) => {
+      const timers: NodeJS.Timeout[] = [];
+      const finish = (head: number): void => {
+        unsubscribe();
+        for (const t of timers) clearTimeout(t), clearInterval(t);
+        options.signal?.removeEventListener('abort', onAbort);
+        resolve(head);
+      };
+      const onAbort = (): void => finish(this.knownHead);
+      const unsubscribe = this.onCommit((head) => {
+        if (head > afterPosition) finish(head);
+      });
+      if (options.signal?.aborted) return finish(this.knownHead);
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (options.timeoutMs !== undefined) timers.push(setTimeout(() => finish(this.knownHead), options.timeoutMs));
+      // Safety net for a missed wake-up (a dropped LISTEN connection, a writer
+      // in another process): a slow re-check of the head, never a tight poll.
+      if (this.storage.recheckIntervalMs > 0) {
+        timers.push(
+          setInterval(() => {
+            if (this.closed) return finish(this.knownHead);
+            this.storage.headPosition().then((head) => this.headAdvanced(head), reject);
+          }, this.storage.recheckIntervalMs),
+        );
+      }
+      // The head may have moved between the caller's read and now.
+      this.storage.headPosition().then((head) => this.headAdvanced(head), reject);
+    });
+  }
+
+  onCommit(listener: (head: number) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async readSnapshot(stream: string, key: string): Promise<Snapshot | undefined> {
+    this.assertOpen();
+    return this.storage.readSnapshot(validateStreamName(stream, this.limits), key);
+  }
+
+  async writeSnapshot(stream: string, snapshot: Snapshot): Promise<void> {
+    this.assertOpen();
+    validateStreamName(stream, this.limits);
+    if (typeof snapshot?.key !== 'string' || snapshot.key.length === 0) throw new InvalidInput('INVALID_ARGUMENT', 'snapshot.key must be a non-empty string.');
+    assertNonNegativeInteger(snapshot.revision, 'snapshot.revision');
+    return this.storage.writeSnapshot(stream, snapshot);
+  }
+
+  async truncateStream(stream: string, beforeRevision: number): Promise<void> {
+    this.assertOpen();
+    validateStreamName(stream, this.limits);
+    assertNonNegativeInteger(beforeRevision, 'beforeRevision');
+    await this.committer.whenIdle();
+    return this.storage.truncateStream(stream, beforeRevision);
+  }
+
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = (async () => {
+        await this.committer.whenIdle();
+        this.closed = true;
+        this.stopWatching();
+        // Wake waiting followers so they can observe `closed` and end.
+        for (const listener of [...this.listeners]) listener(this.knownHead + 1);
+        this.listeners.clear();
+        await this.storage.close();
+      })();
+    }
+    return this.closing;
+  }
+}

@@ -1,0 +1,329 @@
+/**
+ * The EventLog conformance suite. Every adapter runs exactly these tests
+ * through a factory that returns a fresh, isolated log.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import type { EventLog, EventLogOptions, NewEvent, RecordedEvent, SinhoError } from '../../src/index.js';
+import { createUpcasters, eventSchema } from '../../src/index.js';
+import { randomName } from '../support/services.js';
+
+export type LogFactory = (options?: EventLogOptions) => Promise<EventLog>;
+
+export async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of iterable) out.push(item);
+  return out;
+}
+
+export function stream(category = 'test'): string {
+  return `${category}-${randomName('s')}`;
+}
+
+function ev(type: string, data: unknown = {}, extra: Partial<NewEvent> = {}): NewEvent {
+  return { type, data, ...extra };
+}
+
+async function rejectsWithCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<SinhoError> {
+  try {
+    await (typeof promise === 'function' ? promise() : promise);
+  } catch (error) {
+    assert.equal((error as SinhoError).code, code, `expected code ${code}, got ${(error as SinhoError).code}: ${(error as Error).message}`);
+    return error as SinhoError;
+  }
+  assert.fail(`expected an error with code ${code}`);
+}
+
+export function eventLogConformance(name: string, factory: LogFactory, expectedDurability: 'durable' | 'none'): void {
+  describe(`EventLog conformance: ${name}`, () => {
+    const opened: EventLog[] = [];
+    const open = async (options?: EventLogOptions): Promise<EventLog> => {
+      const log = await factory(options);
+      opened.push(log);
+      return log;
+    };
+    after(async () => {
+      await Promise.all(opened.map((l) => l.close()));
+    });
+
+    it('appends and reads a stream in order, with revisions, positions, category and metadata', async () => {
+      const log = await open();
+      const s = stream('community');
+      const r1 = await log.append(s, [ev('Created', { name: 'a' }), ev('Joined', { user: 1 }, { metadata: { actor: 'u1', headers: { h: 'v' } } })]);
+      assert.equal(r1.revision, 1);
+      assert.equal(r1.durability, expectedDurability);
+      assert.equal(r1.alreadyStored, false);
+      assert.deepEqual(r1.events.map((e) => e.revision), [0, 1]);
+      const r2 = await log.append(s, [ev('Joined', { user: 2 })]);
+      assert.equal(r2.revision, 2);
+      assert.ok(r2.events[0]!.position > r1.events[1]!.position);
+      const events = await collect(log.readStream(s));
+      assert.deepEqual(events.map((e) => e.type), ['Created', 'Joined', 'Joined']);
+      assert.deepEqual(events.map((e) => e.revision), [0, 1, 2]);
+      const first = events[0]!;
+      assert.equal(first.category, 'community');
+      assert.equal(first.stream, s);
+      assert.equal(first.schemaVersion, 1);
+      assert.deepEqual(first.data, { name: 'a' });
+      assert.match(first.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'generated ids are UUIDv7');
+      assert.ok(!Number.isNaN(Date.parse(first.metadata.occurredAt)));
+      assert.equal(events[1]!.metadata.actor, 'u1');
+      assert.deepEqual(events[1]!.metadata.headers, { h: 'v' });
+      assert.equal(await log.streamRevision(s), 2);
+      assert.equal(await log.streamRevision(stream()), -1);
+    });
+
+    it('reads streams backwards, from a revision, with a limit, across pages', async () => {
+      const log = await open({ readPageSize: 3 });
+      const s = stream();
+      await log.append(s, Array.from({ length: 10 }, (_, i) => ev('N', { i })));
+      assert.deepEqual((await collect(log.readStream(s))).map((e) => e.revision), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      assert.deepEqual((await collect(log.readStream(s, { direction: 'backwards' }))).map((e) => e.revision), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+      assert.deepEqual((await collect(log.readStream(s, { from: 4, limit: 4 }))).map((e) => e.revision), [4, 5, 6, 7]);
+      assert.deepEqual((await collect(log.readStream(s, { from: 5, direction: 'backwards', limit: 2 }))).map((e) => e.revision), [5, 4]);
+      assert.deepEqual(await collect(log.readStream(stream())), []);
+    });
+
+    it('enforces every kind of expected revision and reports the actual one', async () => {
+      const log = await open();
+      const s = stream();
+      await rejectsWithCode(log.append(s, [ev('A')], { expectedRevision: 'streamExists' }), 'WRONG_EXPECTED_REVISION');
+      await rejectsWithCode(log.append(s, [ev('A')], { expectedRevision: 0 }), 'WRONG_EXPECTED_REVISION');
+      await log.append(s, [ev('A')], { expectedRevision: 'noStream' });
+      const conflict = await rejectsWithCode(log.append(s, [ev('B')], { expectedRevision: 'noStream' }), 'WRONG_EXPECTED_REVISION');
+      assert.equal(conflict.details.actual, 0);
+      await log.append(s, [ev('B')], { expectedRevision: 'streamExists' });
+      const wrong = await rejectsWithCode(log.append(s, [ev('C')], { expectedRevision: 5 }), 'WRONG_EXPECTED_REVISION');
+      assert.equal(wrong.details.actual, 1);
+      await log.append(s, [ev('C')], { expectedRevision: 1 });
+      await log.append(s, [ev('D')], { expectedRevision: 'any' });
+      assert.deepEqual((await collect(log.readStream(s))).map((e) => e.type), ['A', 'B', 'C', 'D']);
+    });
+
+    it('keeps revisions unique and conflicts exact under many concurrent appenders', async () => {
+      const log = await open();
+      const shared = stream();
+      // 200 appenders to one stream, 'any': all succeed, revisions 0..199 exactly once.
+      const results = await Promise.all(Array.from({ length: 200 }, (_, i) => log.append(shared, [ev('N', { i })])));
+      assert.deepEqual(results.map((r) => r.revision).sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => i));
+      // 50 appenders all expecting revision 199: exactly one wins, the others see actual 200.
+      const racing = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => log.append(shared, [ev('R', { i })], { expectedRevision: 199 })));
+      const won = racing.filter((r) => r.status === 'fulfilled');
+      assert.equal(won.length, 1);
+      for (const r of racing) {
+        if (r.status === 'rejected') {
+          assert.equal(r.reason.code, 'WRONG_EXPECTED_REVISION');
+          assert.equal(r.reason.details.actual, 200);
+        }
+      }
+      // Appenders to 100 different streams, each with optimistic chains of 3.
+      const streams = Array.from({ length: 100 }, () => stream());
+      await Promise.all(
+        streams.map(async (s) => {
+          for (let r = 0; r < 3; r++) await log.append(s, [ev('N', { r })], { expectedRevision: r === 0 ? 'noStream' : r - 1 });
+        }),
+      );
+      for (const s of streams) assert.deepEqual((await collect(log.readStream(s))).map((e) => e.revision), [0, 1, 2]);
+      // Positions across the whole log are unique and contiguous.
+      const all = await collect(log.readAll());
+      assert.deepEqual(
+        all.map((e) => e.position),
+        Array.from({ length: all.length }, (_, i) => i + 1),
+      );
+    });
+
+    it('appends to several streams atomically, each with its own expectation', async () => {
+      const log = await open();
+      const a = stream();
+      const b = stream();
+      await log.append(a, [ev('A0')]);
+      const head = await log.headPosition();
+      await rejectsWithCode(
+        log.appendMulti([
+          { stream: a, events: [ev('A1')], expectedRevision: 0 },
+          { stream: b, events: [ev('B0')], expectedRevision: 3 },
+        ]),
+        'WRONG_EXPECTED_REVISION',
+      );
+      assert.equal(await log.headPosition(), head, 'nothing was written');
+      assert.equal(await log.streamRevision(a), 0);
+      assert.equal(await log.streamRevision(b), -1);
+      const ok = await log.appendMulti([
+        { stream: a, events: [ev('A1')], expectedRevision: 0 },
+        { stream: b, events: [ev('B0'), ev('B1')], expectedRevision: 'noStream' },
+      ]);
+      assert.deepEqual(ok.streams.map((s) => s.revision), [1, 1]);
+      const positions = ok.streams.flatMap((s) => s.events.map((e) => e.position));
+      assert.deepEqual(positions, [head + 1, head + 2, head + 3]);
+    });
+
+    it('makes appends idempotent by event id, and rejects the same id with other content', async () => {
+      const log = await open();
+      const s = stream();
+      const id1 = '0190f5a0-0000-7000-8000-000000000001';
+      const id2 = '0190f5a0-0000-7000-8000-000000000002';
+      const first = await log.append(s, [ev('A', { x: 1, y: [1, 2] }, { id: id1 }), ev('B', null, { id: id2 })]);
+      const head = await log.headPosition();
+      // Same ids, same content (keys in another order): a no-op returning the stored positions.
+      const again = await log.append(s, [ev('A', { y: [1, 2], x: 1 }, { id: id1 }), ev('B', null, { id: id2.toUpperCase() })], { expectedRevision: 'noStream' });
+      assert.equal(again.alreadyStored, true);
+      assert.deepEqual(again.events, first.events);
+      assert.equal(await log.headPosition(), head);
+      await rejectsWithCode(log.append(s, [ev('A', { x: 2 }, { id: id1 })]), 'EVENT_ID_CONFLICT');
+      await rejectsWithCode(log.append(stream(), [ev('A', { x: 1, y: [1, 2] }, { id: id1 })]), 'EVENT_ID_CONFLICT');
+      await rejectsWithCode(log.append(s, [ev('A', { x: 1, y: [1, 2] }, { id: id1 }), ev('C')]), 'EVENT_ID_CONFLICT');
+      assert.equal(await log.headPosition(), head, 'nothing was written');
+      // Two concurrent deliveries of the same event (they share a group commit): stored once.
+      const id3 = '0190f5a0-0000-7000-8000-000000000003';
+      const [x, y] = await Promise.all([log.append(s, [ev('D', 1, { id: id3 })]), log.append(s, [ev('D', 1, { id: id3 })])]);
+      assert.deepEqual(x.events, y.events);
+      assert.equal([x, y].filter((r) => r.alreadyStored).length, 1);
+      assert.equal((await collect(log.readStream(s))).length, 3);
+      assert.deepEqual((await log.readEvents([id3, id1])).map((e) => e.type), ['A', 'D']);
+    });
+
+    it('rejects malformed input and limit violations with typed codes, writing nothing', async () => {
+      const log = await open({ limits: { maxEventBytes: 1000, maxEventsPerAppend: 5, maxStreamsPerAppend: 2 } });
+      const s = stream();
+      await log.append(s, [ev('A')]);
+      const head = await log.headPosition();
+      const cases: [() => Promise<unknown>, string][] = [
+        [() => log.append(s, [ev('A', 'x'.repeat(2000))]), 'EVENT_TOO_LARGE'],
+        [() => log.append(s, [ev('A', {}, { metadata: { headers: { big: 'y'.repeat(2000) } } })]), 'EVENT_TOO_LARGE'],
+        [() => log.append(s, Array.from({ length: 6 }, () => ev('A'))), 'TOO_MANY_EVENTS'],
+        [() => log.appendMulti([stream(), stream(), stream()].map((x) => ({ stream: x, events: [ev('A')] }))), 'TOO_MANY_EVENTS'],
+        [() => log.append('', [ev('A')]), 'INVALID_STREAM_NAME'],
+        [() => log.append('has space', [ev('A')]), 'INVALID_STREAM_NAME'],
+        [() => log.append('-leading', [ev('A')]), 'INVALID_STREAM_NAME'],
+        [() => log.append('x'.repeat(201), [ev('A')]), 'INVALID_STREAM_NAME'],
+        [() => log.append(42 as unknown as string, [ev('A')]), 'INVALID_STREAM_NAME'],
+        [() => log.append(s, [ev('')]), 'INVALID_EVENT_TYPE'],
+        [() => log.append(s, [ev('1abc')]), 'INVALID_EVENT_TYPE'],
+        [() => log.append(s, [ev('bad type')]), 'INVALID_EVENT_TYPE'],
+        [() => log.append(s, [{ type: 'A' } as NewEvent]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', { n: Number.NaN })]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', { d: new Date() })]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', { b: 1n })]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', [undefined])]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', {}, { id: 'not-a-uuid' })]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', {}, { schemaVersion: 0 })]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', {}, { metadata: { occurredAt: 'yesterday' } })]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', {}, { metadata: { unknown: 'x' } as never })]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', {}, { metadata: { headers: { n: 1 } } as never })]), 'INVALID_EVENT'],
+        [() => log.append(s, [ev('A', {}, { id: '0190f5a0-0000-7000-8000-0000000000aa' }), ev('B', {}, { id: '0190f5a0-0000-7000-8000-0000000000aa' })]), 'INVALID_EVENT'],
+        [() => log.append(s, 'nope' as never), 'INVALID_ARGUMENT'],
+        [() => log.append(s, [ev('A')], { expectedRevision: -5 }), 'INVALID_ARGUMENT'],
+        [() => log.append(s, [ev('A')], { expectedRevision: 1.5 }), 'INVALID_ARGUMENT'],
+        [() => log.append(s, [ev('A')], { durability: 'sometimes' as never }), 'INVALID_ARGUMENT'],
+        [() => log.appendMulti([]), 'INVALID_ARGUMENT'],
+        [() => log.appendMulti([{ stream: s, events: [ev('A')] }, { stream: s, events: [ev('B')] }]), 'INVALID_ARGUMENT'],
+        [() => collect(log.readAll({ fromPosition: -1 })), 'INVALID_ARGUMENT'],
+        [() => collect(log.readAll({ filter: { types: 'A' as never } })), 'INVALID_ARGUMENT'],
+        [() => collect(log.readStream(s, { limit: -1 })), 'INVALID_ARGUMENT'],
+        [() => collect(log.readStream('bad name')), 'INVALID_STREAM_NAME'],
+      ];
+      for (const [call, code] of cases) await rejectsWithCode(call, code);
+      assert.equal(await log.headPosition(), head, 'nothing was written');
+      assert.equal(await log.streamRevision(s), 0);
+    });
+
+    it('reads the whole log by position, filtered by category and type, in pages', async () => {
+      const log = await open({ readPageSize: 4 });
+      const start = (await log.headPosition()) + 1;
+      const member = stream('member');
+      const family = stream('family');
+      for (let i = 0; i < 5; i++) {
+        await log.append(member, [ev('Registered', { i }), ev('Verified', { i })]);
+        await log.append(family, [ev('Created', { i })]);
+      }
+      const all = await collect(log.readAll({ fromPosition: start }));
+      assert.equal(all.length, 15);
+      assert.deepEqual(all.map((e) => e.position), Array.from({ length: 15 }, (_, i) => start + i));
+      const members = await collect(log.readAll({ fromPosition: start, filter: { categories: ['member'] } }));
+      assert.equal(members.length, 10);
+      assert.ok(members.every((e) => e.category === 'member'));
+      const verified = await collect(log.readAll({ fromPosition: start, filter: { types: ['Verified', 'Created'] } }));
+      assert.equal(verified.length, 10);
+      const both = await collect(log.readAll({ fromPosition: start, filter: { categories: ['member'], types: ['Verified'] } }));
+      assert.deepEqual(both.map((e) => e.data), [0, 1, 2, 3, 4].map((i) => ({ i })));
+      assert.equal((await collect(log.readAll({ fromPosition: start + 3, limit: 6 }))).length, 6);
+    });
+
+    it('wakes waiting readers on commit and follows the log live without losing an event', async () => {
+      const log = await open({ readPageSize: 7 });
+      const s = stream('follow');
+      const head = await log.headPosition();
+      const waited = log.waitForCommit(head);
+      setTimeout(() => void log.append(s, [ev('Tick')]), 20);
+      assert.ok((await waited) > head);
+      const controller = new AbortController();
+      const seen: RecordedEvent[] = [];
+      const following = (async () => {
+        for await (const e of log.follow({ fromPosition: head + 1, filter: { categories: ['follow'] }, signal: controller.signal })) {
+          seen.push(e);
+          if (seen.length === 101) controller.abort();
+        }
+      })();
+      await log.append(stream('other'), [ev('Noise')]);
+      await Promise.all(Array.from({ length: 20 }, async (_, w) => {
+        for (let i = 0; i < 5; i++) await log.append(s, [ev('Tick', { w, i })]);
+      }));
+      await following;
+      assert.equal(seen.length, 101);
+      assert.deepEqual(seen.map((e) => e.revision), Array.from({ length: 101 }, (_, i) => i));
+      const timedOut = await log.waitForCommit(await log.headPosition(), { timeoutMs: 30 });
+      assert.equal(timedOut, await log.headPosition());
+    });
+
+    it('upcasts old schema versions on read and stamps new events with the latest version', async () => {
+      const schema = eventSchema('Registered')
+        .initial<{ name: string }>()
+        .then((v1) => ({ displayName: v1.name }))
+        .then((v2) => ({ ...v2, locale: 'ko-KR' }));
+      const log = await open({ upcasters: createUpcasters([schema]) });
+      const s = stream('member');
+      await log.append(s, [
+        ev('Registered', { name: 'Jiwoo' }, { schemaVersion: 1 }),
+        ev('Registered', { displayName: 'Minji' }, { schemaVersion: 2 }),
+        ev('Registered', { displayName: 'Hana', locale: 'en' }),
+        ev('Other', { untouched: true }),
+      ]);
+      const events = await collect(log.readStream(s));
+      assert.deepEqual(
+        events.map((e) => [e.schemaVersion, e.data]),
+        [
+          [3, { displayName: 'Jiwoo', locale: 'ko-KR' }],
+          [3, { displayName: 'Minji', locale: 'ko-KR' }],
+          [3, { displayName: 'Hana', locale: 'en' }],
+          [1, { untouched: true }],
+        ],
+      );
+      await log.append(s, [ev('Registered', {}, { schemaVersion: 9 })]);
+      await rejectsWithCode(() => collect(log.readStream(s)), 'UNKNOWN_SCHEMA_VERSION');
+    });
+
+    it('stores snapshots by key and truncates streams keeping revisions', async () => {
+      const log = await open();
+      const s = stream();
+      await log.append(s, Array.from({ length: 6 }, (_, i) => ev('N', { i })));
+      assert.equal(await log.readSnapshot(s, 'k@1'), undefined);
+      await log.writeSnapshot(s, { key: 'k@1', revision: 3, state: { sum: 6 } });
+      await log.writeSnapshot(s, { key: 'k@1', revision: 2, state: { sum: 3 } });
+      assert.deepEqual(await log.readSnapshot(s, 'k@1'), { key: 'k@1', revision: 3, state: { sum: 6 } }, 'an older snapshot never replaces a newer one');
+      assert.equal(await log.readSnapshot(s, 'k@2'), undefined);
+      await log.truncateStream(s, 4);
+      assert.deepEqual((await collect(log.readStream(s))).map((e) => e.revision), [4, 5]);
+      assert.equal(await log.streamRevision(s), 5);
+      const r = await log.append(s, [ev('N')], { expectedRevision: 5 });
+      assert.equal(r.revision, 6);
+    });
+
+    it('refuses work after close', async () => {
+      const log = await factory();
+      await log.close();
+      await log.close();
+      await rejectsWithCode(log.append(stream(), [ev('A')]), 'LOG_CLOSED');
+      await rejectsWithCode(log.headPosition(), 'LOG_CLOSED');
+    });
+  });
+}
