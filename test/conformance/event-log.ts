@@ -132,6 +132,24 @@ export function eventLogConformance(name: string, factory: LogFactory, expectedD
       );
     });
 
+    it('group-commits concurrent appends and says which durability each got', async () => {
+      const log = await open();
+      let commits = 0;
+      const off = log.onCommit(() => commits++);
+      const results = await Promise.all(Array.from({ length: 256 }, () => log.append(stream(), [ev('G')])));
+      off();
+      assert.equal(new Set(results.map((r) => r.events[0]!.position)).size, 256);
+      assert.ok(commits <= 16, `256 concurrent appends shared transactions (${commits} commits)`);
+      const relaxed = await log.append(stream(), [ev('R')], { durability: 'relaxed' });
+      assert.equal(relaxed.durability, expectedDurability === 'none' ? 'none' : 'relaxed');
+      const mixed = await Promise.all([
+        log.append(stream(), [ev('D')]),
+        log.append(stream(), [ev('R')], { durability: 'relaxed' }),
+        log.append(stream(), [ev('D')]),
+      ]);
+      assert.deepEqual(mixed.map((r) => r.durability), expectedDurability === 'none' ? ['none', 'none', 'none'] : ['durable', 'relaxed', 'durable']);
+    });
+
     it('appends to several streams atomically, each with its own expectation', async () => {
       const log = await open();
       const a = stream();

@@ -25,13 +25,14 @@ export async function appendInTransaction(
      SELECT h.position AS head, s.name, s.revision FROM h LEFT JOIN ${schema}.streams s ON s.name = ANY($1::text[])`,
     [streams],
   );
-  const head = locked.rows[0]!.head;
+  // Number(): the caller's connection may parse int8 as strings (tests pass raw clients).
+  const head = Number(locked.rows[0]!.head);
   const revisions = new Map<string, number>();
-  for (const row of locked.rows) if (row.name !== null) revisions.set(row.name, row.revision!);
+  for (const row of locked.rows) if (row.name !== null) revisions.set(row.name, Number(row.revision));
   const stored = new Map<string, StoredEvent>();
   if (givenIds.length > 0) {
     const found = await db.query<StoredEvent>(`SELECT ${eventColumns} FROM ${schema}.events WHERE id = ANY($1::uuid[])`, [givenIds]);
-    for (const row of found.rows) stored.set(row.id, row);
+    for (const row of found.rows) stored.set(row.id, { ...row, revision: Number(row.revision), position: Number(row.position) });
   }
   const plan = planCommit(batch, revisions, stored, head);
   if (plan.rows.length > 0) {
