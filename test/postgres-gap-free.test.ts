@@ -82,3 +82,28 @@ describe('postgres: gap-free reading with out-of-order commits and rollbacks', {
     await reader.close();
   });
 });
+
+describe('postgres: several writer processes on one log', { skip }, () => {
+  it('keeps revisions and positions unique and contiguous when two pools append to the same streams', async () => {
+    const schema = randomName('multi');
+    after(() => dropSchema(schema));
+    const a = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema });
+    const b = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema });
+    const streams = ['multi-1', 'multi-2', 'multi-3'];
+    const results = await Promise.all(
+      Array.from({ length: 300 }, (_, i) => (i % 2 ? a : b).append(streams[i % 3]!, [{ type: 'M', data: { i } }])),
+    );
+    assert.equal(results.length, 300);
+    for (const s of streams) {
+      const revisions: number[] = [];
+      for await (const e of a.readStream(s)) revisions.push(e.revision);
+      assert.deepEqual(revisions, revisions.map((_, i) => i));
+    }
+    const positions: number[] = [];
+    for await (const e of b.readAll()) positions.push(e.position);
+    assert.deepEqual(positions, positions.map((_, i) => i + 1));
+    assert.equal(positions.length, 300);
+    await a.close();
+    await b.close();
+  });
+});

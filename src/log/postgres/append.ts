@@ -8,8 +8,8 @@ import { eventColumns } from './read.js';
  * so tests can hold transactions open at will; {@link commitBatch} is the
  * normal path.
  *
- * Round trips: (1) lock the head row and read the touched streams' revisions,
- * (2) only when callers gave event ids, look those up, (3) insert events,
+ * Round trips: (1) lock the head row, (2) read the touched streams' revisions,
+ * (3) only when callers gave event ids, look those up, (4) insert events,
  * upsert streams, advance the head and `pg_notify` in one statement.
  */
 export async function appendInTransaction(
@@ -20,15 +20,17 @@ export async function appendInTransaction(
   durability: 'durable' | 'relaxed',
 ): Promise<CommitResult> {
   const { streams, givenIds } = lookupKeys(batch);
-  const locked = await db.query<{ head: number; name: string | null; revision: number | null }>(
-    `WITH h AS (SELECT position FROM ${schema}.head WHERE singleton FOR UPDATE)
-     SELECT h.position AS head, s.name, s.revision FROM h LEFT JOIN ${schema}.streams s ON s.name = ANY($1::text[])`,
-    [streams],
-  );
+  // Two statements on purpose. In READ COMMITTED a statement's snapshot is
+  // taken when it starts: had the streams been read in the statement that
+  // waits for the head lock, they would be read as of before the previous
+  // writer committed (only the locked row itself is re-read), and this batch
+  // would plan revisions that writer already used.
+  const locked = await db.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton FOR UPDATE`);
   // Number(): the caller's connection may parse int8 as strings (tests pass raw clients).
-  const head = Number(locked.rows[0]!.head);
+  const head = Number(locked.rows[0]!.position);
+  const current = await db.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [streams]);
   const revisions = new Map<string, number>();
-  for (const row of locked.rows) if (row.name !== null) revisions.set(row.name, Number(row.revision));
+  for (const row of current.rows) revisions.set(row.name, Number(row.revision));
   const stored = new Map<string, StoredEvent>();
   if (givenIds.length > 0) {
     const found = await db.query<StoredEvent>(`SELECT ${eventColumns} FROM ${schema}.events WHERE id = ANY($1::uuid[])`, [givenIds]);
