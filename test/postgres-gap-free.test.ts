@@ -20,7 +20,7 @@ import { dropSchema, POSTGRES_URL, postgresSkipReason, randomName } from './supp
 
 const skip = await postgresSkipReason();
 
-describe('postgres: gap-free reading with out-of-order commits and rollbacks', { skip }, () => {
+describe('postgres: gap-free reading with out-of-order commits and rollbacks', { skip, timeout: 60_000 }, () => {
   it('a follower never skips an event and never sees a rolled-back one', async () => {
     const schema = randomName('gap');
     after(() => dropSchema(schema));
@@ -68,7 +68,9 @@ describe('postgres: gap-free reading with out-of-order commits and rollbacks', {
     }
 
     const head = await writer.headPosition();
-    while (seen.length < committed.size) await reader.waitForCommit(seen.at(-1)?.position ?? 0, { timeoutMs: 200 });
+    // Let the follower catch up (a macrotask wait: its I/O must get a turn), bounded in time.
+    const deadline = Date.now() + 20_000;
+    while (seen.length < committed.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await new Promise((r) => setTimeout(r, 100));
     controller.abort();
     await writer.append('gap-wake', [{ type: 'W', data: null }]);
@@ -83,7 +85,7 @@ describe('postgres: gap-free reading with out-of-order commits and rollbacks', {
   });
 });
 
-describe('postgres: several writer processes on one log', { skip }, () => {
+describe('postgres: several writer processes on one log', { skip, timeout: 60_000 }, () => {
   it('keeps revisions and positions unique and contiguous when two pools append to the same streams', async () => {
     const schema = randomName('multi');
     after(() => dropSchema(schema));

@@ -1,14 +1,15 @@
 /**
  * Group commit: many concurrent appends share one transaction and one fsync.
  *
- * State machine: callers `enqueue` requests; if no commit is running, one is
- * scheduled with `setImmediate`, which lets every append issued in the same
- * turn of the event loop (and, while a commit is in flight, every append
- * issued meanwhile) join the next batch. The committer takes a FIFO prefix of
- * the queue with the same durability, up to `maxBatchEvents` events, hands it
- * to the adapter as one transaction, settles each caller with its own outcome,
- * and loops until the queue is empty. One commit at a time per log: that keeps
- * positions in commit order inside the process and bounds the work per fsync.
+ * State machine: callers `enqueue` requests; when fewer than `maxInFlight`
+ * batches are committing, a batch is cut with `setImmediate`, which lets every
+ * append issued in the same turn of the event loop (and, while commits are in
+ * flight, every append issued meanwhile) join it. A batch is a FIFO prefix of
+ * the queue with one durability, up to `maxBatchEvents` events; the adapter
+ * commits it as one transaction and each caller is settled with its own
+ * outcome. When a batch finishes, the next one is cut from whatever queued
+ * meanwhile. Positions stay in commit order because every adapter assigns them
+ * under its write lock (SQLite's, or PostgreSQL's head row).
  *
  * Per-call atomicity and expected-revision checks are unaffected: the adapter
  * plans each request separately inside the shared transaction (see plan.ts).
@@ -28,31 +29,44 @@ interface Pending {
 
 export class GroupCommitter {
   private readonly queue: Pending[] = [];
-  private running = false;
+  private inFlight = 0;
+  private scheduled = false;
   private idle: Promise<void> = Promise.resolve();
   private markIdle: () => void = () => {};
 
+  /**
+   * @param maxInFlight batches committing at once. 1 for SQLite (its commit is
+   *   synchronous anyway); 2 for PostgreSQL, so the next batch is sent and
+   *   waiting on the head lock while the previous one flushes.
+   */
   constructor(
     private readonly storage: LogStorage,
     private readonly maxBatchEvents: number,
+    private readonly maxInFlight: number,
     private readonly onCommitted: (head: number) => void,
   ) {}
 
   enqueue(request: AppendRequest, durability: 'durable' | 'relaxed'): Promise<{ outcome: RequestOutcome; durability: Durability; head: number }> {
     const events = request.appends.reduce((n, a) => n + a.events.length, 0);
     return new Promise((resolve, reject) => {
+      if (this.inFlight === 0 && this.queue.length === 0) this.idle = new Promise((r) => (this.markIdle = r));
       this.queue.push({ request, events, durability, resolve, reject });
-      if (!this.running) {
-        this.running = true;
-        this.idle = new Promise((r) => (this.markIdle = r));
-        setImmediate(() => void this.drain());
-      }
+      this.schedule();
     });
   }
 
   /** Resolves once every queued append has been settled. */
   whenIdle(): Promise<void> {
-    return this.running ? this.idle : Promise.resolve();
+    return this.inFlight === 0 && this.queue.length === 0 ? Promise.resolve() : this.idle;
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= this.maxInFlight) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      while (this.inFlight < this.maxInFlight && this.queue.length > 0) void this.commit(this.takeBatch());
+    });
   }
 
   private takeBatch(): Pending[] {
@@ -69,26 +83,21 @@ export class GroupCommitter {
     return this.queue.splice(0, count);
   }
 
-  private async drain(): Promise<void> {
+  private async commit(batch: Pending[]): Promise<void> {
+    this.inFlight += 1;
     try {
-      while (this.queue.length > 0) {
-        const batch = this.takeBatch();
-        let result: CommitResult;
-        try {
-          result = await this.storage.commit(
-            batch.map((p) => p.request),
-            batch[0]!.durability,
-          );
-        } catch (error) {
-          for (const p of batch) p.reject(error);
-          continue;
-        }
-        this.onCommitted(result.head);
-        batch.forEach((p, i) => p.resolve({ outcome: result.outcomes[i]!, durability: result.durability, head: result.head }));
-      }
+      const result = await this.storage.commit(
+        batch.map((p) => p.request),
+        batch[0]!.durability,
+      );
+      this.onCommitted(result.head);
+      batch.forEach((p, i) => p.resolve({ outcome: result.outcomes[i]!, durability: result.durability, head: result.head }));
+    } catch (error) {
+      for (const p of batch) p.reject(error);
     } finally {
-      this.running = false;
-      this.markIdle();
+      this.inFlight -= 1;
+      if (this.queue.length > 0) this.schedule();
+      else if (this.inFlight === 0) this.markIdle();
     }
   }
 }

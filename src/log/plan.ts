@@ -30,14 +30,14 @@ export interface CommitPlan {
 /** Streams and caller-given ids a batch needs looked up before planning. */
 export function lookupKeys(batch: readonly AppendRequest[]): { streams: string[]; givenIds: string[] } {
   const streams = new Set<string>();
-  const givenIds: string[] = [];
+  const givenIds = new Set<string>();
   for (const request of batch) {
     for (const append of request.appends) {
       streams.add(append.stream);
-      for (const e of append.events) if (e.idGiven) givenIds.push(e.id);
+      for (const e of append.events) if (e.idGiven) givenIds.add(e.id);
     }
   }
-  return { streams: [...streams], givenIds };
+  return { streams: [...streams], givenIds: [...givenIds] };
 }
 
 function canonicalJson(text: string): string {

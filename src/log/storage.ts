@@ -93,6 +93,8 @@ export interface LogStorage {
   readonly adapter: AdapterName;
   /** How often (ms) the core re-checks the head while a reader waits, as a safety net for missed wake-ups. 0: never. */
   readonly recheckIntervalMs: number;
+  /** Batches that may be committing at once (they still serialise on the store's write lock). */
+  readonly maxCommitsInFlight: number;
   /**
    * Commits a batch of independent requests in ONE transaction with ONE
    * durable flush. Each request is planned with {@link planCommit}: a request

@@ -79,7 +79,7 @@ export class StoredEventLog implements EventLog {
     if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new InvalidInput('INVALID_ARGUMENT', 'maxBatchEvents must be a positive integer.');
     this.pageSize = options.readPageSize ?? DEFAULT_READ_PAGE_SIZE;
     if (!Number.isSafeInteger(this.pageSize) || this.pageSize < 1) throw new InvalidInput('INVALID_ARGUMENT', 'readPageSize must be a positive integer.');
-    this.committer = new GroupCommitter(storage, maxBatch, (head) => this.headAdvanced(head));
+    this.committer = new GroupCommitter(storage, maxBatch, storage.maxCommitsInFlight, (head) => this.headAdvanced(head));
     this.stopWatching = storage.watchExternalCommits((head) => this.headAdvanced(head));
   }
 

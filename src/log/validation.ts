@@ -1,3 +1,4 @@
+import { randomFillSync } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
 import { InvalidInput } from '../errors.js';
 import type { ExpectedRevision, LogLimits, NewEvent, StreamAppend } from './types.js';
@@ -19,6 +20,24 @@ const EVENT_TYPE = /^[A-Za-z][A-Za-z0-9_.:-]*$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const METADATA_STRING_FIELDS = ['correlationId', 'causationId', 'actor', 'occurredAt'] as const;
 const MAX_METADATA_STRING = 1024;
+
+// uuid's v7 draws 16 random bytes from the OS for every id; on the append hot
+// path that was ~8% of the CPU. Drawing them in blocks is ten times cheaper.
+// (Ids stay time-ordered to the millisecond; order inside one millisecond is
+// random, which nothing relies on: positions order events.)
+const randomPool = new Uint8Array(16 * 512);
+let randomOffset = randomPool.length;
+
+/** A new UUIDv7 event id. */
+export function newEventId(): string {
+  if (randomOffset + 16 > randomPool.length) {
+    randomFillSync(randomPool);
+    randomOffset = 0;
+  }
+  const random = randomPool.subarray(randomOffset, randomOffset + 16);
+  randomOffset += 16;
+  return uuidv7({ random });
+}
 
 export function resolveLimits(overrides: Partial<LogLimits> | undefined): Readonly<LogLimits> {
   const limits = { ...DEFAULT_LOG_LIMITS, ...overrides };
@@ -157,7 +176,7 @@ export function prepareStreamAppend(
       if (typeof id !== 'string' || !UUID.test(id)) throw new InvalidInput('INVALID_EVENT', `Event ${index}: id must be a UUID, got ${JSON.stringify(id)}.`, { index });
       id = id.toLowerCase();
     } else {
-      id = uuidv7();
+      id = newEventId();
     }
     if (seen.has(id)) throw new InvalidInput('INVALID_EVENT', `Event id ${id} appears twice in one append.`, { index, eventId: id });
     seen.add(id);

