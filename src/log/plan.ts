@@ -130,7 +130,18 @@ export function planCommit(
         for (const e of d.append.events) {
           revision += 1;
           position += 1;
-          const row: PlannedRow = { ...e, revision, position };
+          const row: PlannedRow = {
+            id: e.id,
+            idGiven: e.idGiven,
+            stream: e.stream,
+            category: e.category,
+            type: e.type,
+            schemaVersion: e.schemaVersion,
+            data: e.data,
+            metadata: e.metadata,
+            revision,
+            position,
+          };
           rows.push(row);
           plannedById.set(e.id, row);
           events.push({ id: e.id, revision, position });

@@ -188,7 +188,9 @@ export function prepareStreamAppend(
     }
     const dataJson = JSON.stringify(data);
     const metadataJson = prepareMetadata(metadata, now, index);
-    const bytes = Buffer.byteLength(dataJson) + Buffer.byteLength(metadataJson);
+    // UTF-8 needs at most 3 bytes per UTF-16 code unit: count exactly only when that bound could exceed the limit.
+    const bound = (dataJson.length + metadataJson.length) * 3;
+    const bytes = bound <= limits.maxEventBytes ? 0 : Buffer.byteLength(dataJson) + Buffer.byteLength(metadataJson);
     if (bytes > limits.maxEventBytes) {
       throw new InvalidInput('EVENT_TOO_LARGE', `Event ${index} is ${bytes} bytes; the limit is ${limits.maxEventBytes}.`, { index, bytes, limit: limits.maxEventBytes });
     }
