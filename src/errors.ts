@@ -16,7 +16,10 @@ export type SinhoErrorCode =
   | 'UNKNOWN_SCHEMA_VERSION'
   | 'LOG_CLOSED'
   | 'CONCURRENCY_RETRIES_EXHAUSTED'
-  | 'DOMAIN_RULE_VIOLATED';
+  | 'DOMAIN_RULE_VIOLATED'
+  | 'INVALID_BINDING'
+  | 'UNKNOWN_GROUP'
+  | 'UNSUPPORTED';
 
 /** Base class of every error Sinho throws on purpose. */
 export class SinhoError extends Error {

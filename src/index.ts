@@ -18,3 +18,4 @@ export {
   type CommandResult,
   type LoadedAggregate,
 } from './aggregate/handle-command.js';
+export { matchBinding, matchHeaders, matchTopic, routingKeyOf, topicWords, validateBindings, ROUTING_KEY_HEADER, type Binding } from './subscription/routing.js';

@@ -42,3 +42,19 @@ export async function dropSchema(schema: string): Promise<void> {
     await client.end();
   }
 }
+
+export const RABBITMQ_URL = process.env.SINHO_TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+/** Undefined when RabbitMQ is usable; otherwise the skip reason. Throws when services are required. */
+export async function rabbitmqSkipReason(): Promise<string | undefined> {
+  const amqp = await import('amqplib');
+  try {
+    const connection = await amqp.connect(RABBITMQ_URL, { timeout: 3000 });
+    await connection.close();
+    return undefined;
+  } catch (error) {
+    const reason = `RabbitMQ at ${RABBITMQ_URL} is unreachable: ${(error as Error).message}`;
+    if (requireServices) throw new Error(`${reason} (SINHO_REQUIRE_SERVICES=1, so this is a failure, not a skip)`);
+    return reason;
+  }
+}
