@@ -19,3 +19,15 @@ export {
   type LoadedAggregate,
 } from './aggregate/handle-command.js';
 export { matchBinding, matchHeaders, matchTopic, routingKeyOf, topicWords, validateBindings, ROUTING_KEY_HEADER, type Binding } from './subscription/routing.js';
+export { subscribe, consumerGroups, ConsumerGroup, type ConsumerGroupAdmin, type GroupInfo } from './subscription/index.js';
+export type {
+  SubscribeOptions,
+  DeliveryContext,
+  ProjectionTransaction,
+  EventHandler,
+  ProjectionHandler,
+  GroupStats,
+  DeadLetter,
+  SubscriptionEventMap,
+} from './subscription/consumer-group.js';
+export type { RetryPolicy } from './subscription/retry.js';

@@ -6,14 +6,41 @@ import { after, describe, it } from 'node:test';
 import { openSqliteEventLog } from '../src/log/sqlite/index.js';
 import { eventLogConformance } from './conformance/event-log.js';
 import { aggregateConformance } from './conformance/aggregate.js';
+import { subscriptionConformance, type ProjectionFixture } from './conformance/subscription.js';
+import Database from 'better-sqlite3';
+import type { EventLog } from '../src/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sinho-sqlite-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 let n = 0;
-const factory = async (options?: object) => openSqliteEventLog({ ...options, path: join(dir, `log-${n++}.sqlite`) });
+const paths = new WeakMap<EventLog, string>();
+const factory = async (options?: object) => {
+  const path = join(dir, `log-${n++}.sqlite`);
+  const log = openSqliteEventLog({ ...options, path });
+  paths.set(log, path);
+  return log;
+};
+const withDb = <T>(log: EventLog, work: (db: Database.Database) => T): T => {
+  const db = new Database(paths.get(log)!);
+  try {
+    return work(db);
+  } finally {
+    db.close();
+  }
+};
+const projection: ProjectionFixture = {
+  createTable: async (log) => {
+    const table = `counts_${n++}`;
+    withDb(log, (db) => db.exec(`CREATE TABLE ${table} (key TEXT PRIMARY KEY, n INTEGER NOT NULL)`));
+    return table;
+  },
+  increment: (table, key) => ({ sql: `INSERT INTO ${table} (key, n) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET n = n + 1`, params: [key] }),
+  read: async (log, table) => withDb(log, (db) => new Map((db.prepare(`SELECT key, n FROM ${table}`).all() as { key: string; n: number }[]).map((r) => [r.key, r.n]))),
+};
 
 eventLogConformance('sqlite', factory, 'durable');
 aggregateConformance('sqlite', factory);
+subscriptionConformance('sqlite', factory, projection);
 
 describe('sqlite: two connections on one file', () => {
   it('wakes a follower on one connection when another connection commits, and keeps positions unique', async () => {

@@ -9,6 +9,7 @@
  * transaction), `read.ts` (pages of rows), `notify.ts` (commit wake-ups from
  * other processes) and `index.ts` (the `open…EventLog` factory).
  */
+import type { SubscriptionStorage } from '../subscription/storage.js';
 import type { AdapterName, Durability, EventFilter, ExpectedRevision, Snapshot } from './types.js';
 
 /** An event validated and serialised by the core, ready to be stored. */
@@ -110,6 +111,8 @@ export interface LogStorage {
   readSnapshot(stream: string, key: string): Promise<Snapshot | undefined>;
   writeSnapshot(stream: string, snapshot: Snapshot): Promise<void>;
   truncateStream(stream: string, beforeRevision: number): Promise<void>;
+  /** Where consumer groups keep their state, in the same store. */
+  readonly subscriptions: SubscriptionStorage;
   /** Reports commits made by OTHER processes or connections. Returns an unsubscribe function. */
   watchExternalCommits(onCommit: (head: number) => void): () => void;
   close(): Promise<void>;

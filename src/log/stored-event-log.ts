@@ -37,6 +37,15 @@ export interface EventLogOptions {
 }
 
 const DEFAULT_MAX_BATCH_EVENTS = 2000;
+
+const storages = new WeakMap<EventLog, LogStorage>();
+
+/** The storage behind a log opened by one of Sinho's adapters (for the subscription module). */
+export function storageOf(log: EventLog): LogStorage {
+  const storage = storages.get(log);
+  if (!storage) throw new InvalidInput('INVALID_ARGUMENT', 'This EventLog was not opened by a Sinho adapter.');
+  return storage;
+}
 const DEFAULT_READ_PAGE_SIZE = 1000;
 
 function validateFilter(filter: EventFilter | undefined): EventFilter | undefined {
@@ -73,6 +82,7 @@ export class StoredEventLog implements EventLog {
     options: EventLogOptions = {},
   ) {
     this.adapter = storage.adapter;
+    storages.set(this, storage);
     this.limits = resolveLimits(options.limits);
     this.upcasters = options.upcasters ?? createUpcasters();
     const maxBatch = options.maxBatchEvents ?? DEFAULT_MAX_BATCH_EVENTS;

@@ -9,6 +9,7 @@ import { commitBatch } from './append.js';
 import { readAllPage, readEventsById, readStreamPage, streamRevision } from './read.js';
 import { createTables } from './schema.js';
 import { watchExternalCommits } from './notify.js';
+import { createMemorySubscriptionStorage } from './subscription.js';
 
 export type MemoryEventLogOptions = EventLogOptions;
 
@@ -16,6 +17,7 @@ export function openMemoryEventLog(options: MemoryEventLogOptions = {}): EventLo
   const tables = createTables();
   const storage: LogStorage = {
     adapter: 'memory',
+    subscriptions: createMemorySubscriptionStorage(),
     maxCommitsInFlight: 1,
     recheckIntervalMs: 0,
     commit: async (batch) => commitBatch(tables, batch),

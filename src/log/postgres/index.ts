@@ -13,6 +13,7 @@ import { watchExternalCommits } from './notify.js';
 import type { PgPool } from './pg-types.js';
 import { readAllPage, readEventsById, readStreamPage } from './read.js';
 import { migrate } from './schema.js';
+import { createPostgresSubscriptionStorage } from './subscription.js';
 
 export interface PostgresEventLogOptions extends EventLogOptions {
   /** e.g. `postgres://root@127.0.0.1:5432/test`. Default: libpq environment variables (PGHOST, ...). */
@@ -56,6 +57,7 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
   const inFlight = new InFlightRevisions();
   const storage: LogStorage = {
     adapter: 'postgres',
+    subscriptions: createPostgresSubscriptionStorage(pool, schema),
     maxCommitsInFlight: 2,
     recheckIntervalMs: options.recheckIntervalMs ?? 2000,
     commit: (batch, durability) => commitBatch(pool, schema, channel, batch, durability, inFlight),

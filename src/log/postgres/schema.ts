@@ -116,6 +116,38 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: (schema:
       );
     `,
   },
+  {
+    version: 2,
+    name: 'consumer groups',
+    sql: (s) => `
+      CREATE TABLE ${s}.groups (
+        name       text        PRIMARY KEY,
+        position   bigint      NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE ${s}.group_deferred (
+        group_name text    NOT NULL,
+        kind       text    NOT NULL CHECK (kind IN ('ordered', 'scheduled')),
+        position   bigint  NOT NULL,
+        event_id   uuid    NOT NULL,
+        key        text    NOT NULL,
+        state      text    NOT NULL CHECK (state IN ('retry', 'waiting', 'dead', 'scheduled')),
+        attempts   integer NOT NULL,
+        due_at     bigint,
+        errors     jsonb   NOT NULL,
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (group_name, kind, position)
+      );
+      CREATE TABLE ${s}.group_processed (
+        group_name text   NOT NULL,
+        event_id   uuid   NOT NULL,
+        position   bigint NOT NULL,
+        PRIMARY KEY (group_name, event_id)
+      );
+      CREATE INDEX group_processed_position ON ${s}.group_processed (group_name, position);
+    `,
+  },
 ];
 
 export async function migrate(db: PgQueryable, schema: string): Promise<void> {

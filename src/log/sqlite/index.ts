@@ -14,6 +14,7 @@ import { commitBatch, prepareAppendStatements } from './append.js';
 import { watchExternalCommits } from './notify.js';
 import { prepareReadStatements, readAllPage, readStreamPage } from './read.js';
 import { migrate } from './schema.js';
+import { createSqliteSubscriptionStorage } from './subscription.js';
 
 export interface SqliteEventLogOptions extends EventLogOptions {
   /** Path of the database file (created with its folder when missing), or `:memory:`. */
@@ -40,6 +41,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
 
   const storage: LogStorage = {
     adapter: 'sqlite',
+    subscriptions: createSqliteSubscriptionStorage(db),
     maxCommitsInFlight: 1,
     recheckIntervalMs: 5000,
     commit: async (batch, durability) => commitBatch(db, write, batch, durability),

@@ -45,6 +45,38 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    name: 'consumer groups',
+    sql: `
+      CREATE TABLE sinho_groups (
+        name       TEXT    PRIMARY KEY,
+        position   INTEGER NOT NULL,
+        created_at TEXT    NOT NULL,
+        updated_at TEXT    NOT NULL
+      ) WITHOUT ROWID;
+      CREATE TABLE sinho_group_deferred (
+        group_name TEXT    NOT NULL,
+        kind       TEXT    NOT NULL CHECK (kind IN ('ordered', 'scheduled')),
+        position   INTEGER NOT NULL,
+        event_id   TEXT    NOT NULL,
+        key        TEXT    NOT NULL,
+        state      TEXT    NOT NULL CHECK (state IN ('retry', 'waiting', 'dead', 'scheduled')),
+        attempts   INTEGER NOT NULL,
+        due_at     INTEGER,
+        errors     TEXT    NOT NULL,
+        updated_at TEXT    NOT NULL,
+        PRIMARY KEY (group_name, kind, position)
+      ) WITHOUT ROWID;
+      CREATE TABLE sinho_group_processed (
+        group_name TEXT    NOT NULL,
+        event_id   TEXT    NOT NULL,
+        position   INTEGER NOT NULL,
+        PRIMARY KEY (group_name, event_id)
+      ) WITHOUT ROWID;
+      CREATE INDEX sinho_group_processed_position ON sinho_group_processed (group_name, position);
+    `,
+  },
 ];
 
 export function migrate(db: Database.Database): void {

@@ -1,0 +1,51 @@
+import { SinhoError } from '../../errors.js';
+import type { DeferredRow, GroupRow, SubscriptionStorage } from '../../subscription/storage.js';
+
+interface MemoryGroup {
+  row: GroupRow;
+  deferred: Map<string, DeferredRow>;
+  processed: Map<string, number>;
+}
+
+/** Consumer-group state in process memory (lost on exit, like the memory log). No SQL, so no projection statements. */
+export function createMemorySubscriptionStorage(): SubscriptionStorage {
+  const groups = new Map<string, MemoryGroup>();
+  const get = (name: string): MemoryGroup => {
+    const g = groups.get(name);
+    if (!g) throw new SinhoError('UNKNOWN_GROUP', `No consumer group named "${name}".`, { group: name });
+    return g;
+  };
+  return {
+    supportsStatements: false,
+    ensureGroup: async (name, initialPosition) => {
+      if (!groups.has(name)) groups.set(name, { row: { name, position: initialPosition, createdAt: new Date().toISOString() }, deferred: new Map(), processed: new Map() });
+      return { ...get(name).row };
+    },
+    getGroup: async (name) => {
+      const g = groups.get(name);
+      return g && { ...g.row };
+    },
+    listGroups: async () => [...groups.values()].map((g) => ({ ...g.row })).sort((a, b) => a.name.localeCompare(b.name)),
+    deleteGroup: async (name) => void groups.delete(name),
+    loadDeferred: async (group) => [...(groups.get(group)?.deferred.values() ?? [])].map((r) => structuredClone(r)).sort((a, b) => a.position - b.position),
+    commitGroup: async (group, c) => {
+      const g = get(group);
+      if (c.statements.length > 0) throw new SinhoError('UNSUPPORTED', 'The memory adapter cannot run projection statements.');
+      for (const r of c.upserts) g.deferred.set(`${r.kind}:${r.position}`, structuredClone(r));
+      for (const d of c.deletes) g.deferred.delete(`${d.kind}:${d.position}`);
+      for (const p of c.processed) g.processed.set(p.eventId, p.position);
+      if (c.position !== undefined) {
+        g.row.position = c.position;
+        for (const [id, position] of g.processed) if (position <= c.position) g.processed.delete(id);
+      }
+    },
+    highestProcessed: async (group) => Math.max(0, ...(groups.get(group)?.processed.values() ?? [])),
+    processedIds: async (group, ids) => new Set(ids.filter((id) => groups.get(group)?.processed.has(id))),
+    resetGroup: async (group, position) => {
+      const g = get(group);
+      g.row.position = position;
+      for (const [k, r] of g.deferred) if (r.state !== 'dead') g.deferred.delete(k);
+      g.processed.clear();
+    },
+  };
+}

@@ -1,0 +1,136 @@
+import type { DeferredRow, GroupCommit, GroupRow, SubscriptionStorage } from '../../subscription/storage.js';
+import type { PgPool } from './pg-types.js';
+
+interface DeferredRecord {
+  position: number;
+  kind: DeferredRow['kind'];
+  event_id: string;
+  key: string;
+  state: DeferredRow['state'];
+  attempts: number;
+  due_at: number | null;
+  errors: DeferredRow['errors'];
+  updated_at: Date;
+}
+
+/** Consumer-group state in the log's schema, so it commits with a projection's writes. */
+export function createPostgresSubscriptionStorage(pool: PgPool, schema: string): SubscriptionStorage {
+  const toGroup = (r: { name: string; position: number; created_at: Date }): GroupRow => ({ name: r.name, position: Number(r.position), createdAt: r.created_at.toISOString() });
+  const inTransaction = async <T>(work: (q: PgPool['query']) => Promise<T>): Promise<T> => {
+    const client = await pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      try {
+        const result = await work(client.query.bind(client) as PgPool['query']);
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch((e: Error) => (broken = e));
+        throw error;
+      }
+    } finally {
+      client.release(broken);
+    }
+  };
+  return {
+    supportsStatements: true,
+    ensureGroup: async (name, initialPosition) => {
+      await pool.query(`INSERT INTO ${schema}.groups (name, position) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, [name, initialPosition]);
+      const { rows } = await pool.query<{ name: string; position: number; created_at: Date }>(`SELECT name, position, created_at FROM ${schema}.groups WHERE name = $1`, [name]);
+      return toGroup(rows[0]!);
+    },
+    getGroup: async (name) => {
+      const { rows } = await pool.query<{ name: string; position: number; created_at: Date }>(`SELECT name, position, created_at FROM ${schema}.groups WHERE name = $1`, [name]);
+      return rows[0] && toGroup(rows[0]);
+    },
+    listGroups: async () => {
+      const { rows } = await pool.query<{ name: string; position: number; created_at: Date }>(`SELECT name, position, created_at FROM ${schema}.groups ORDER BY name`);
+      return rows.map(toGroup);
+    },
+    deleteGroup: (name) =>
+      inTransaction(async (q) => {
+        await q(`DELETE FROM ${schema}.group_deferred WHERE group_name = $1`, [name]);
+        await q(`DELETE FROM ${schema}.group_processed WHERE group_name = $1`, [name]);
+        await q(`DELETE FROM ${schema}.groups WHERE name = $1`, [name]);
+      }),
+    loadDeferred: async (group) => {
+      const { rows } = await pool.query<DeferredRecord>(
+        `SELECT position, kind, event_id::text AS event_id, key, state, attempts, due_at, errors, updated_at FROM ${schema}.group_deferred WHERE group_name = $1 ORDER BY position`,
+        [group],
+      );
+      return rows.map((r) => ({
+        position: Number(r.position),
+        kind: r.kind,
+        eventId: r.event_id,
+        key: r.key,
+        state: r.state,
+        attempts: r.attempts,
+        dueAt: r.due_at === null ? null : Number(r.due_at),
+        errors: r.errors,
+        updatedAt: r.updated_at.toISOString(),
+      }));
+    },
+    commitGroup: (group, c: GroupCommit) =>
+      inTransaction(async (q) => {
+        if (c.upserts.length > 0) {
+          // Later upserts of the same row win: keep the last one per key.
+          const last = new Map<string, DeferredRow>();
+          for (const r of c.upserts) last.set(`${r.kind}:${r.position}`, r);
+          const rows = [...last.values()];
+          await q(
+            `INSERT INTO ${schema}.group_deferred (group_name, kind, position, event_id, key, state, attempts, due_at, errors, updated_at)
+             SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::jsonb[], $10::timestamptz[])
+             ON CONFLICT (group_name, kind, position) DO UPDATE SET
+               event_id = EXCLUDED.event_id, key = EXCLUDED.key, state = EXCLUDED.state, attempts = EXCLUDED.attempts,
+               due_at = EXCLUDED.due_at, errors = EXCLUDED.errors, updated_at = EXCLUDED.updated_at`,
+            [
+              group,
+              rows.map((r) => r.kind),
+              rows.map((r) => r.position),
+              rows.map((r) => r.eventId),
+              rows.map((r) => r.key),
+              rows.map((r) => r.state),
+              rows.map((r) => r.attempts),
+              rows.map((r) => r.dueAt),
+              rows.map((r) => JSON.stringify(r.errors)),
+              rows.map((r) => r.updatedAt),
+            ],
+          );
+        }
+        if (c.deletes.length > 0) {
+          await q(`DELETE FROM ${schema}.group_deferred d USING unnest($2::text[], $3::bigint[]) AS x(kind, position) WHERE d.group_name = $1 AND d.kind = x.kind AND d.position = x.position`, [
+            group,
+            c.deletes.map((d) => d.kind),
+            c.deletes.map((d) => d.position),
+          ]);
+        }
+        if (c.processed.length > 0) {
+          await q(`INSERT INTO ${schema}.group_processed (group_name, event_id, position) SELECT $1, * FROM unnest($2::uuid[], $3::bigint[]) ON CONFLICT DO NOTHING`, [
+            group,
+            c.processed.map((p) => p.eventId),
+            c.processed.map((p) => p.position),
+          ]);
+        }
+        for (const st of c.statements) await q(st.sql, st.params);
+        if (c.position !== undefined) {
+          await q(`UPDATE ${schema}.groups SET position = $2, updated_at = now() WHERE name = $1`, [group, c.position]);
+          await q(`DELETE FROM ${schema}.group_processed WHERE group_name = $1 AND position <= $2`, [group, c.position]);
+        }
+      }),
+    highestProcessed: async (group) => {
+      const { rows } = await pool.query<{ p: number | null }>(`SELECT MAX(position) AS p FROM ${schema}.group_processed WHERE group_name = $1`, [group]);
+      return Number(rows[0]?.p ?? 0);
+    },
+    processedIds: async (group, ids) => {
+      const { rows } = await pool.query<{ event_id: string }>(`SELECT event_id::text AS event_id FROM ${schema}.group_processed WHERE group_name = $1 AND event_id = ANY($2::uuid[])`, [group, ids]);
+      return new Set(rows.map((r) => r.event_id));
+    },
+    resetGroup: (group, position) =>
+      inTransaction(async (q) => {
+        await q(`UPDATE ${schema}.groups SET position = $2, updated_at = now() WHERE name = $1`, [group, position]);
+        await q(`DELETE FROM ${schema}.group_deferred WHERE group_name = $1 AND state <> 'dead'`, [group]);
+        await q(`DELETE FROM ${schema}.group_processed WHERE group_name = $1`, [group]);
+      }),
+  };
+}

@@ -1,0 +1,109 @@
+import type Database from 'better-sqlite3';
+import type { DeferredRow, GroupCommit, GroupRow, SubscriptionStorage } from '../../subscription/storage.js';
+
+interface DeferredRecord {
+  position: number;
+  kind: DeferredRow['kind'];
+  event_id: string;
+  key: string;
+  state: DeferredRow['state'];
+  attempts: number;
+  due_at: number | null;
+  errors: string;
+  updated_at: string;
+}
+
+const toRow = (r: DeferredRecord): DeferredRow => ({
+  position: r.position,
+  kind: r.kind,
+  eventId: r.event_id,
+  key: r.key,
+  state: r.state,
+  attempts: r.attempts,
+  dueAt: r.due_at,
+  errors: JSON.parse(r.errors),
+  updatedAt: r.updated_at,
+});
+
+/** Consumer-group state in the same SQLite file as the log, so it commits with a projection's writes. */
+export function createSqliteSubscriptionStorage(db: Database.Database): SubscriptionStorage {
+  const s = {
+    insertGroup: db.prepare('INSERT INTO sinho_groups (name, position, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING'),
+    getGroup: db.prepare<[string], { name: string; position: number; created_at: string }>('SELECT name, position, created_at FROM sinho_groups WHERE name = ?'),
+    listGroups: db.prepare<[], { name: string; position: number; created_at: string }>('SELECT name, position, created_at FROM sinho_groups ORDER BY name'),
+    deleteGroup: db.prepare('DELETE FROM sinho_groups WHERE name = ?'),
+    deleteDeferredAll: db.prepare('DELETE FROM sinho_group_deferred WHERE group_name = ?'),
+    deleteProcessedAll: db.prepare('DELETE FROM sinho_group_processed WHERE group_name = ?'),
+    loadDeferred: db.prepare<[string], DeferredRecord>(
+      'SELECT position, kind, event_id, key, state, attempts, due_at, errors, updated_at FROM sinho_group_deferred WHERE group_name = ? ORDER BY position',
+    ),
+    upsertDeferred: db.prepare(
+      `INSERT INTO sinho_group_deferred (group_name, kind, position, event_id, key, state, attempts, due_at, errors, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (group_name, kind, position) DO UPDATE SET
+         event_id = excluded.event_id, key = excluded.key, state = excluded.state, attempts = excluded.attempts,
+         due_at = excluded.due_at, errors = excluded.errors, updated_at = excluded.updated_at`,
+    ),
+    deleteDeferred: db.prepare('DELETE FROM sinho_group_deferred WHERE group_name = ? AND kind = ? AND position = ?'),
+    insertProcessed: db.prepare('INSERT INTO sinho_group_processed (group_name, event_id, position) VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
+    pruneProcessed: db.prepare('DELETE FROM sinho_group_processed WHERE group_name = ? AND position <= ?'),
+    highestProcessed: db.prepare<[string], { p: number | null }>('SELECT MAX(position) AS p FROM sinho_group_processed WHERE group_name = ?'),
+    processed: db.prepare<[string, string], { event_id: string }>('SELECT event_id FROM sinho_group_processed WHERE group_name = ? AND event_id IN (SELECT value FROM json_each(?))'),
+    setPosition: db.prepare('UPDATE sinho_groups SET position = ?, updated_at = ? WHERE name = ?'),
+    resetDeferred: db.prepare("DELETE FROM sinho_group_deferred WHERE group_name = ? AND state <> 'dead'"),
+  };
+  // Projection statements are the user's SQL; prepared once per distinct text.
+  const statements = new Map<string, Database.Statement>();
+  const prepared = (sql: string): Database.Statement => {
+    let stmt = statements.get(sql);
+    if (!stmt) {
+      if (statements.size > 500) statements.clear();
+      statements.set(sql, (stmt = db.prepare(sql)));
+    }
+    return stmt;
+  };
+  const commit = db.transaction((group: string, c: GroupCommit) => {
+    for (const r of c.upserts) {
+      s.upsertDeferred.run(group, r.kind, r.position, r.eventId, r.key, r.state, r.attempts, r.dueAt, JSON.stringify(r.errors), r.updatedAt);
+    }
+    for (const d of c.deletes) s.deleteDeferred.run(group, d.kind, d.position);
+    for (const p of c.processed) s.insertProcessed.run(group, p.eventId, p.position);
+    for (const st of c.statements) prepared(st.sql).run(...st.params);
+    if (c.position !== undefined) {
+      s.setPosition.run(c.position, new Date().toISOString(), group);
+      s.pruneProcessed.run(group, c.position);
+    }
+  });
+  const toGroup = (r: { name: string; position: number; created_at: string }): GroupRow => ({ name: r.name, position: r.position, createdAt: r.created_at });
+  return {
+    supportsStatements: true,
+    ensureGroup: async (name, initialPosition) => {
+      const now = new Date().toISOString();
+      s.insertGroup.run(name, initialPosition, now, now);
+      return toGroup(s.getGroup.get(name)!);
+    },
+    getGroup: async (name) => {
+      const r = s.getGroup.get(name);
+      return r && toGroup(r);
+    },
+    listGroups: async () => s.listGroups.all().map(toGroup),
+    deleteGroup: async (name) => {
+      db.transaction(() => {
+        s.deleteDeferredAll.run(name);
+        s.deleteProcessedAll.run(name);
+        s.deleteGroup.run(name);
+      }).immediate();
+    },
+    loadDeferred: async (group) => s.loadDeferred.all(group).map(toRow),
+    commitGroup: async (group, c) => commit.immediate(group, c),
+    highestProcessed: async (group) => s.highestProcessed.get(group)?.p ?? 0,
+    processedIds: async (group, ids) => new Set(s.processed.all(group, JSON.stringify(ids)).map((r) => r.event_id)),
+    resetGroup: async (group, position) => {
+      db.transaction(() => {
+        s.setPosition.run(position, new Date().toISOString(), group);
+        s.resetDeferred.run(group);
+        s.deleteProcessedAll.run(group);
+      }).immediate();
+    },
+  };
+}

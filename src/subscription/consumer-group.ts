@@ -1,0 +1,716 @@
+/**
+ * Consumer groups: the log as a broker.
+ *
+ * Delivery state machine (one instance per running group):
+ *
+ * 1. A reader follows the log from the group's checkpoint, woken by commits.
+ *    Each event is matched against the bindings; a match is appended to the
+ *    queue of its ordering key (default: its stream). Reading pauses while
+ *    `maxBuffered` events are queued, so a backlog of any size drains in
+ *    bounded memory.
+ * 2. Up to `concurrency` keys run at once; within a key, events run one after
+ *    another in log order. A handler that resolves acks; one that throws nacks.
+ * 3. A nack below `maxAttempts` makes the event a durable `retry` row due after
+ *    the backoff, and blocks its key: the events queued behind it, and every
+ *    later event of that key, become durable `waiting` rows. Only that key
+ *    waits; the others run on at full speed. When the retry succeeds the
+ *    waiting rows are delivered in order, and once none is left the key
+ *    flows live again.
+ * 4. At `maxAttempts` the event becomes a `dead` row (a dead letter). With the
+ *    `skip` policy its key continues; with `park` the key stays blocked until
+ *    an operator redelivers or discards it.
+ * 5. The checkpoint is the highest position below which every matching event
+ *    is acked or durably deferred. It is committed (with the deferred rows,
+ *    deletions, processed ids and a transactional handler's statements) in one
+ *    transaction, every `checkpointIntervalMs` or `checkpointEvery` acks.
+ *    After a crash the group restarts from the checkpoint and its deferred
+ *    rows: an event is redelivered only if its ack was not committed.
+ *
+ * Retry and delay timers are derived from the stored `dueAt` values, so a
+ * pending retry fires at its due time after a restart: not earlier, not never.
+ */
+import { EventEmitter } from 'node:events';
+import { InvalidInput, SinhoError } from '../errors.js';
+import type { EventLog, RecordedEvent } from '../log/types.js';
+import { matchBinding, validateBindings, type Binding } from './routing.js';
+import { resolveRetry, type ResolvedRetry, type RetryPolicy } from './retry.js';
+import type { DeferredRow, GroupCommit, ProjectionStatement, SubscriptionStorage } from './storage.js';
+
+/** What a handler learns about a delivery. */
+export interface DeliveryContext {
+  group: string;
+  /** 1 for the first delivery. */
+  attempt: number;
+  /** The error messages of earlier failed attempts, oldest first. */
+  errors: readonly string[];
+  /** True when this is a delayed delivery scheduled with `schedule`. */
+  scheduled: boolean;
+  /** Aborted when the group stops; a handler may pass it on to its I/O. */
+  signal: AbortSignal;
+  /** Schedules this event again for this group, after `delayMs` (durable; committed with this delivery's ack). */
+  schedule(delayMs: number): void;
+}
+
+/** A transactional handler's view of the store's transaction. */
+export interface ProjectionTransaction {
+  /** Queues a statement in the store's SQL dialect; it commits with the group's checkpoint, or not at all. */
+  execute(sql: string, params?: unknown[]): void;
+}
+
+export type EventHandler = (event: RecordedEvent, context: DeliveryContext) => void | Promise<void>;
+export type ProjectionHandler = (event: RecordedEvent, tx: ProjectionTransaction, context: DeliveryContext) => void;
+
+export interface SubscribeOptions {
+  /** Which events the group receives. Default: every event (`[{ kind: 'fanout' }]`). */
+  bindings?: Binding[];
+  /** At-least-once handler. Give this or `project`. */
+  handler?: EventHandler;
+  /**
+   * Transactional handler (SQL stores): synchronous, its statements commit
+   * together with the checkpoint, and handled event ids are recorded, so its
+   * effects happen exactly once.
+   */
+  project?: ProjectionHandler;
+  /** Keys handled in parallel (the prefetch). Default 16. */
+  concurrency?: number;
+  /** The ordering key. Default: the event's stream. */
+  orderingKey?: (event: RecordedEvent) => string;
+  /** Default: exponential from 1 s, ×2, capped at 60 s, ±20% jitter, 5 attempts. */
+  retry?: RetryPolicy;
+  /** What a dead letter does to its key: `skip` (default) lets it continue, `park` holds it for an operator. */
+  deadLetter?: 'skip' | 'park';
+  /** Where a NEW group starts. Default `beginning`. An existing group resumes from its checkpoint. */
+  startFrom?: 'beginning' | 'end' | { position: number };
+  /** Most events read ahead of the handlers. Default 1,000. */
+  maxBuffered?: number;
+  /** Checkpoint at least this often while events are handled, ms. Default 100. */
+  checkpointIntervalMs?: number;
+  /** Checkpoint after this many acks, whatever the interval. Default 500. */
+  checkpointEvery?: number;
+}
+
+export interface GroupStats {
+  group: string;
+  /** Committed checkpoint. */
+  checkpoint: number;
+  /** Events between the checkpoint and the log's head (known head). */
+  lag: number;
+  inFlight: number;
+  /** Events waiting for a retry (their keys are blocked). */
+  retrying: number;
+  deadLetters: number;
+  handled: number;
+  /** Handled per second over the last few seconds. */
+  handledPerSecond: number;
+}
+
+export interface DeadLetter {
+  group: string;
+  position: number;
+  eventId: string;
+  key: string;
+  attempts: number;
+  errors: { at: string; message: string }[];
+  updatedAt: string;
+}
+
+/** The typed events a running group emits, for logs and metrics. */
+export interface SubscriptionEventMap {
+  'subscription:handled': [{ group: string; position: number; attempt: number }];
+  'subscription:retry': [{ group: string; position: number; key: string; attempt: number; error: string; dueAt: number }];
+  'subscription:dead-letter': [{ group: string; position: number; key: string; attempts: number; error: string }];
+  'subscription:checkpoint': [{ group: string; position: number }];
+  'subscription:error': [{ group: string; error: Error }];
+  'subscription:stopped': [{ group: string }];
+}
+
+interface Item {
+  position: number;
+  event?: RecordedEvent;
+  /** The durable row when this item is deferred. */
+  row?: DeferredRow;
+}
+
+interface KeyQueue {
+  key: string;
+  items: Item[];
+  running: boolean;
+  /** True while the key's events are durably deferred (a retry, a park, or rows waiting behind them). */
+  blocked: boolean;
+}
+
+const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/;
+
+export function validateGroupName(name: unknown): string {
+  if (typeof name !== 'string' || !GROUP_NAME.test(name)) {
+    throw new InvalidInput('INVALID_ARGUMENT', `Group name ${JSON.stringify(name)} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : @ -, starting with a letter or digit.`);
+  }
+  return name;
+}
+
+function positiveInt(value: unknown, name: string, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || (v as number) < 1) throw new InvalidInput('INVALID_ARGUMENT', `${name} must be an integer >= 1, got ${JSON.stringify(value)}.`, { option: name });
+  return v as number;
+}
+
+function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}
+
+export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
+  readonly name: string;
+  private readonly bindings: Binding[];
+  private readonly handler?: EventHandler;
+  private readonly project?: ProjectionHandler;
+  private readonly concurrency: number;
+  private readonly orderingKey: (event: RecordedEvent) => string;
+  private readonly retry: ResolvedRetry;
+  private readonly deadLetterPolicy: 'skip' | 'park';
+  private readonly maxBuffered: number;
+  private readonly checkpointIntervalMs: number;
+  private readonly checkpointEvery: number;
+
+  private readonly keys = new Map<string, KeyQueue>();
+  private readonly ready: KeyQueue[] = [];
+  private readonly scheduled = new Map<number, DeferredRow>();
+  private readonly deadRows = new Map<string, DeferredRow>();
+  /** Positions of live (not durably deferred) items in read order, and which of them are done. */
+  private readonly pinned: number[] = [];
+  private pinnedHead = 0;
+  private readonly released = new Set<number>();
+  private readPosition = 0;
+  private checkpoint = 0;
+  private knownHead = 0;
+  private buffered = 0;
+  private running = 0;
+  private handled = 0;
+  private readonly rate: number[] = [];
+  private dirty: GroupCommit = { upserts: [], deletes: [], processed: [], statements: [] };
+  private dirtyCount = 0;
+  private flushing: Promise<void> | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private dueTimer: NodeJS.Timeout | undefined;
+  private dueAt = Number.POSITIVE_INFINITY;
+  private readonly abort = new AbortController();
+  private wakeReader: (() => void) | undefined;
+  private readerDone: Promise<void> = Promise.resolve();
+  /** No new deliveries start (graceful stop in progress). */
+  private closing = false;
+  /** Results of deliveries are dropped from now on. */
+  private stopped = false;
+  private failure: Error | undefined;
+  /** Highest position recorded as processed at start: live events above it cannot be redeliveries. */
+  private processedHighWater = 0;
+
+  constructor(
+    private readonly log: EventLog,
+    private readonly storage: SubscriptionStorage,
+    name: string,
+    private readonly options: SubscribeOptions,
+  ) {
+    super();
+    this.name = validateGroupName(name);
+    if (typeof options !== 'object' || options === null) throw new InvalidInput('INVALID_ARGUMENT', 'subscribe needs options with a handler or a project function.');
+    if ((options.handler === undefined) === (options.project === undefined)) {
+      throw new InvalidInput('INVALID_ARGUMENT', 'Give exactly one of handler (at-least-once) or project (transactional).');
+    }
+    if (options.handler !== undefined && typeof options.handler !== 'function') throw new InvalidInput('INVALID_ARGUMENT', 'handler must be a function.');
+    if (options.project !== undefined && typeof options.project !== 'function') throw new InvalidInput('INVALID_ARGUMENT', 'project must be a function.');
+    if (options.project && !storage.supportsStatements) {
+      throw new SinhoError('UNSUPPORTED', `The ${log.adapter} adapter has no SQL store, so transactional handlers (project) are not available; use handler.`);
+    }
+    this.handler = options.handler;
+    this.project = options.project;
+    this.bindings = validateBindings(options.bindings ?? [{ kind: 'fanout' }]);
+    this.concurrency = positiveInt(options.concurrency, 'concurrency', 16);
+    this.maxBuffered = positiveInt(options.maxBuffered, 'maxBuffered', 1000);
+    this.checkpointIntervalMs = positiveInt(options.checkpointIntervalMs, 'checkpointIntervalMs', 100);
+    this.checkpointEvery = positiveInt(options.checkpointEvery, 'checkpointEvery', 500);
+    if (options.orderingKey !== undefined && typeof options.orderingKey !== 'function') throw new InvalidInput('INVALID_ARGUMENT', 'orderingKey must be a function.');
+    this.orderingKey = options.orderingKey ?? ((e) => e.stream);
+    this.retry = resolveRetry(options.retry);
+    const policy = options.deadLetter ?? 'skip';
+    if (policy !== 'skip' && policy !== 'park') throw new InvalidInput('INVALID_ARGUMENT', `deadLetter must be 'skip' or 'park', got ${JSON.stringify(policy)}.`);
+    this.deadLetterPolicy = policy;
+    const start = options.startFrom ?? 'beginning';
+    if (start !== 'beginning' && start !== 'end' && !(typeof start === 'object' && start !== null && Number.isSafeInteger(start.position) && start.position >= 0)) {
+      throw new InvalidInput('INVALID_ARGUMENT', "startFrom must be 'beginning', 'end' or { position } with position >= 0.");
+    }
+  }
+
+  /** Loads the group's durable state and starts delivering. */
+  async start(): Promise<void> {
+    const start = this.options.startFrom ?? 'beginning';
+    const initial = start === 'beginning' ? 0 : start === 'end' ? await this.log.headPosition() : Math.max(0, start.position - 1);
+    const row = await this.storage.ensureGroup(this.name, initial);
+    this.checkpoint = row.position;
+    this.readPosition = row.position;
+    this.knownHead = await this.log.headPosition();
+    for (const r of await this.storage.loadDeferred(this.name)) this.restore(r);
+    if (this.project) this.processedHighWater = await this.storage.highestProcessed(this.name);
+    this.armDueTimer();
+    this.readerDone = this.readLoop();
+    this.pump();
+  }
+
+  private restore(row: DeferredRow): void {
+    if (row.kind === 'scheduled') {
+      this.scheduled.set(row.position, row);
+      return;
+    }
+    if (row.state === 'dead') {
+      this.deadRows.set(`${row.position}`, row);
+      if (this.deadLetterPolicy === 'skip') return;
+    }
+    const q = this.queueOf(row.key);
+    q.blocked = true;
+    q.items.push({ position: row.position, row });
+    q.items.sort((a, b) => a.position - b.position);
+    if (row.state === 'waiting' && q.items[0]?.row === row) this.markReady(q);
+  }
+
+  private queueOf(key: string): KeyQueue {
+    let q = this.keys.get(key);
+    if (!q) this.keys.set(key, (q = { key, items: [], running: false, blocked: false }));
+    return q;
+  }
+
+  private async readLoop(): Promise<void> {
+    try {
+      for await (const event of this.log.follow({ fromPosition: this.readPosition + 1, signal: this.abort.signal })) {
+        this.readPosition = event.position;
+        if (event.position > this.knownHead) this.knownHead = event.position;
+        if (this.bindings.some((b) => matchBinding(b, event))) this.enqueue(event);
+        while (this.buffered >= this.maxBuffered && !this.closing) await new Promise<void>((r) => (this.wakeReader = r));
+        if (this.closing) return;
+      }
+    } catch (error) {
+      if (!this.closing) this.fail(error as Error);
+    }
+  }
+
+  private enqueue(event: RecordedEvent): void {
+    const q = this.queueOf(this.orderingKey(event));
+    const item: Item = { position: event.position };
+    if (q.blocked) {
+      // Durable and out of memory: it is read again from the log when its turn comes.
+      item.row = this.deferRow(event.position, event.id, q.key, 'waiting', 0, null, []);
+    } else {
+      item.event = event;
+      this.pinned.push(event.position);
+      this.buffered += 1;
+    }
+    q.items.push(item);
+    if (!q.blocked && !q.running && q.items.length === 1) this.markReady(q);
+    this.pump();
+  }
+
+  private deferRow(position: number, eventId: string, key: string, state: DeferredRow['state'], attempts: number, dueAt: number | null, errors: DeferredRow['errors'], kind: DeferredRow['kind'] = 'ordered'): DeferredRow {
+    const row: DeferredRow = { position, kind, eventId, key, state, attempts, dueAt, errors, updatedAt: new Date().toISOString() };
+    this.dirty.upserts.push(row);
+    this.touch();
+    return row;
+  }
+
+  private markReady(q: KeyQueue): void {
+    if (!this.ready.includes(q)) this.ready.push(q);
+  }
+
+  private pump(): void {
+    while (!this.closing && this.running < this.concurrency && this.ready.length > 0) {
+      const q = this.ready.shift()!;
+      if (q.running || q.items.length === 0) continue;
+      const head = q.items[0]!;
+      if (head.row && (head.row.state === 'dead' || (head.row.dueAt !== null && head.row.dueAt > Date.now()))) continue;
+      void this.runHead(q, head);
+    }
+  }
+
+  private async deliver(event: RecordedEvent, attempt: number, errors: readonly string[], scheduled: boolean): Promise<{ ok: true; statements: ProjectionStatement[]; schedule?: number } | { ok: false; error: unknown }> {
+    const statements: ProjectionStatement[] = [];
+    let schedule: number | undefined;
+    const context: DeliveryContext = {
+      group: this.name,
+      attempt,
+      errors,
+      scheduled,
+      signal: this.abort.signal,
+      schedule: (delayMs) => {
+        if (typeof delayMs !== 'number' || !Number.isFinite(delayMs) || delayMs < 0) throw new InvalidInput('INVALID_ARGUMENT', `schedule needs a delay in ms >= 0, got ${JSON.stringify(delayMs)}.`);
+        schedule = delayMs;
+      },
+    };
+    try {
+      if (this.project) {
+        // Only a live event at or below the high-water mark can be a redelivery of
+        // one whose effects already committed (deferred rows are deleted in the
+        // same transaction as their effects).
+        if (!scheduled && event.position <= this.processedHighWater && (await this.storage.processedIds(this.name, [event.id])).has(event.id)) {
+          return { ok: true, statements };
+        }
+        this.project(event, { execute: (sql, params = []) => void statements.push({ sql, params }) }, context);
+      } else {
+        await this.handler!(event, context);
+      }
+      return { ok: true, statements, schedule };
+    } catch (error) {
+      return { ok: false, error };
+    }
+  }
+
+  private async loadEvent(item: Item): Promise<RecordedEvent | undefined> {
+    if (item.event) return item.event;
+    const [event] = await this.log.readEvents([item.row!.eventId]);
+    return event;
+  }
+
+  private async runHead(q: KeyQueue, head: Item): Promise<void> {
+    q.running = true;
+    this.running += 1;
+    try {
+      const event = await this.loadEvent(head);
+      if (this.stopped) return;
+      if (!event) {
+        // The event is gone (stream truncated): nothing left to deliver.
+        this.ack(q, head, []);
+        return;
+      }
+      const attempt = (head.row?.attempts ?? 0) + 1;
+      const result = await this.deliver(event, attempt, head.row?.errors.map((e) => e.message) ?? [], false);
+      if (this.stopped) return;
+      if (result.ok) {
+        if (result.schedule !== undefined) this.scheduleRow(event, result.schedule);
+        this.ack(q, head, result.statements, event.id);
+        this.emit('subscription:handled', { group: this.name, position: head.position, attempt });
+      } else this.nack(q, head, event, attempt, result.error);
+    } catch (error) {
+      this.fail(error as Error);
+    } finally {
+      q.running = false;
+      this.running -= 1;
+      if (q.items.length > 0 && !this.stopped) {
+        const next = q.items[0]!;
+        if (!next.row || next.row.state === 'waiting' || (next.row.state === 'retry' && (next.row.dueAt ?? 0) <= Date.now())) this.markReady(q);
+      } else if (q.items.length === 0) {
+        this.keys.delete(q.key);
+      }
+      this.armDueTimer();
+      this.pump();
+    }
+  }
+
+  private release(position: number): void {
+    this.released.add(position);
+  }
+
+  private ack(q: KeyQueue, item: Item, statements: ProjectionStatement[], eventId?: string): void {
+    q.items.shift();
+    if (item.row) this.dirty.deletes.push({ position: item.position, kind: 'ordered' });
+    else {
+      this.buffered -= 1;
+      this.release(item.position);
+    }
+    if (this.project && eventId) this.dirty.processed.push({ eventId, position: item.position });
+    this.dirty.statements.push(...statements);
+    if (q.items.length === 0) q.blocked = false;
+    this.handled += 1;
+    this.rate.push(Date.now());
+    this.touch();
+    this.wakeReader?.();
+  }
+
+  private nack(q: KeyQueue, item: Item, event: RecordedEvent, attempt: number, error: unknown): void {
+    const message = errorMessage(error);
+    const errors = [...(item.row?.errors ?? []), { at: new Date().toISOString(), message }];
+    if (!item.row) {
+      this.buffered -= 1;
+      this.release(item.position);
+    }
+    item.event = undefined;
+    if (attempt >= this.retry.maxAttempts) {
+      item.row = this.deferRow(item.position, event.id, q.key, 'dead', attempt, null, errors);
+      this.deadRows.set(`${item.position}`, item.row);
+      this.emit('subscription:dead-letter', { group: this.name, position: item.position, key: q.key, attempts: attempt, error: message });
+      if (this.deadLetterPolicy === 'skip') {
+        q.items.shift();
+        if (q.items.length === 0) q.blocked = false;
+        this.wakeReader?.();
+      } else {
+        this.block(q);
+      }
+      return;
+    }
+    const dueAt = Date.now() + this.retry.delayAfter(attempt);
+    item.row = this.deferRow(item.position, event.id, q.key, 'retry', attempt, dueAt, errors);
+    this.block(q);
+    this.emit('subscription:retry', { group: this.name, position: item.position, key: q.key, attempt, error: message, dueAt });
+    this.armDueTimer();
+  }
+
+  /** Makes every live item behind the head of `q` durable, so the checkpoint can move past them. */
+  private block(q: KeyQueue): void {
+    q.blocked = true;
+    for (const it of q.items.slice(1)) {
+      if (it.row) continue;
+      it.row = this.deferRow(it.position, it.event!.id, q.key, 'waiting', 0, null, []);
+      it.event = undefined;
+      this.buffered -= 1;
+      this.release(it.position);
+    }
+    this.wakeReader?.();
+  }
+
+  private scheduleRow(event: RecordedEvent, delayMs: number): void {
+    const row = this.deferRow(event.position, event.id, this.orderingKey(event), 'scheduled', 0, Date.now() + delayMs, [], 'scheduled');
+    this.scheduled.set(event.position, row);
+    this.armDueTimer();
+  }
+
+  /** Schedules a delayed delivery of a stored event to this group (durable). */
+  async schedule(eventId: string, when: { delayMs: number } | { at: Date }): Promise<void> {
+    const [event] = await this.log.readEvents([eventId]);
+    if (!event) throw new InvalidInput('INVALID_ARGUMENT', `No event with id ${eventId}.`, { eventId });
+    const delay = 'at' in when ? when.at.getTime() - Date.now() : when.delayMs;
+    if (!Number.isFinite(delay)) throw new InvalidInput('INVALID_ARGUMENT', 'schedule needs { delayMs } >= 0 or { at: Date }.');
+    if (delay < 0 && 'delayMs' in when) throw new InvalidInput('INVALID_ARGUMENT', `delayMs must be >= 0, got ${delay}.`);
+    this.scheduleRow(event, Math.max(0, delay));
+    await this.flush();
+  }
+
+  private async runScheduled(row: DeferredRow): Promise<void> {
+    this.running += 1;
+    try {
+      const [event] = await this.log.readEvents([row.eventId]);
+      if (this.stopped) return;
+      if (!event) {
+        this.scheduled.delete(row.position);
+        this.dirty.deletes.push({ position: row.position, kind: 'scheduled' });
+        return this.touch();
+      }
+      const attempt = row.attempts + 1;
+      const result = await this.deliver(event, attempt, row.errors.map((e) => e.message), true);
+      if (this.stopped) return;
+      if (result.ok) {
+        this.scheduled.delete(row.position);
+        this.dirty.statements.push(...result.statements);
+        // A reschedule replaces the row; otherwise it is done.
+        if (result.schedule !== undefined) this.scheduleRow(event, result.schedule);
+        else this.dirty.deletes.push({ position: row.position, kind: 'scheduled' });
+        this.handled += 1;
+        this.touch();
+        return;
+      }
+      const message = errorMessage(result.error);
+      const errors = [...row.errors, { at: new Date().toISOString(), message }];
+      if (attempt >= this.retry.maxAttempts) {
+        this.scheduled.delete(row.position);
+        const dead = this.deferRow(row.position, row.eventId, row.key, 'dead', attempt, null, errors, 'scheduled');
+        this.deadRows.set(`s${row.position}`, dead);
+        this.emit('subscription:dead-letter', { group: this.name, position: row.position, key: row.key, attempts: attempt, error: message });
+      } else {
+        const next = this.deferRow(row.position, row.eventId, row.key, 'scheduled', attempt, Date.now() + this.retry.delayAfter(attempt), errors, 'scheduled');
+        this.scheduled.set(row.position, next);
+      }
+    } catch (error) {
+      this.fail(error as Error);
+    } finally {
+      this.running -= 1;
+      this.armDueTimer();
+      this.pump();
+    }
+  }
+
+  /** One timer for the earliest due retry or scheduled delivery. */
+  private armDueTimer(): void {
+    if (this.stopped) return;
+    let earliest = Number.POSITIVE_INFINITY;
+    for (const q of this.keys.values()) {
+      const row = q.items[0]?.row;
+      if (!q.running && row?.state === 'retry' && row.dueAt !== null) earliest = Math.min(earliest, row.dueAt);
+    }
+    for (const row of this.scheduled.values()) if (!(row as { running?: boolean }).running && row.dueAt !== null) earliest = Math.min(earliest, row.dueAt);
+    if (earliest === this.dueAt && this.dueTimer) return;
+    if (this.dueTimer) clearTimeout(this.dueTimer);
+    this.dueTimer = undefined;
+    this.dueAt = earliest;
+    if (earliest === Number.POSITIVE_INFINITY) return;
+    this.dueTimer = setTimeout(() => this.fireDue(), Math.max(0, Math.min(earliest - Date.now(), 2 ** 31 - 1)));
+  }
+
+  private fireDue(): void {
+    this.dueTimer = undefined;
+    this.dueAt = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    for (const q of this.keys.values()) {
+      const row = q.items[0]?.row;
+      if (!q.running && row?.state === 'retry' && row.dueAt !== null && row.dueAt <= now) this.markReady(q);
+    }
+    for (const row of [...this.scheduled.values()]) {
+      const r = row as DeferredRow & { running?: boolean };
+      if (!r.running && r.dueAt !== null && r.dueAt <= now && this.running < this.concurrency) {
+        r.running = true;
+        void this.runScheduled(r);
+      }
+    }
+    this.pump();
+    this.armDueTimer();
+  }
+
+  private touch(): void {
+    this.dirtyCount += 1;
+    if (this.dirtyCount >= this.checkpointEvery) void this.flush();
+    else if (!this.flushTimer && !this.stopped) this.flushTimer = setTimeout(() => void this.flush(), this.checkpointIntervalMs);
+  }
+
+  /** The highest position below which every matching event is acked or durably deferred. */
+  private safeCheckpoint(): number {
+    while (this.pinnedHead < this.pinned.length && this.released.has(this.pinned[this.pinnedHead]!)) {
+      this.released.delete(this.pinned[this.pinnedHead]!);
+      this.pinnedHead += 1;
+    }
+    if (this.pinnedHead > 4096) {
+      this.pinned.splice(0, this.pinnedHead);
+      this.pinnedHead = 0;
+    }
+    return this.pinnedHead < this.pinned.length ? this.pinned[this.pinnedHead]! - 1 : this.readPosition;
+  }
+
+  /** Commits the checkpoint and every pending change in one transaction. */
+  flush(): Promise<void> {
+    if (this.flushing) return this.flushing.then(() => (this.dirtyCount > 0 ? this.flush() : undefined));
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    const position = this.safeCheckpoint();
+    if (this.dirtyCount === 0 && position === this.checkpoint) return Promise.resolve();
+    const commit: GroupCommit = { ...this.dirty, position: position > this.checkpoint ? position : undefined };
+    this.dirty = { upserts: [], deletes: [], processed: [], statements: [] };
+    this.dirtyCount = 0;
+    this.flushing = (async () => {
+      try {
+        await this.storage.commitGroup(this.name, commit);
+        if (commit.position !== undefined) {
+          this.checkpoint = commit.position;
+          this.emit('subscription:checkpoint', { group: this.name, position: commit.position });
+        }
+        for (const d of commit.deletes) if (d.kind === 'ordered') this.deadRows.delete(`${d.position}`);
+      } catch (error) {
+        // The state in memory is ahead of the store; the only safe continuation
+        // is to stop and let a restart resume from what was committed.
+        this.fail(error as Error);
+      } finally {
+        this.flushing = undefined;
+      }
+    })();
+    return this.flushing;
+  }
+
+  private fail(error: Error): void {
+    if (this.failure) return;
+    this.failure = error;
+    this.emit('subscription:error', { group: this.name, error });
+    void this.stop({ timeoutMs: 0, flush: false });
+  }
+
+  /** Resolves when every event up to `position` that the group receives has been handled or deferred, and checkpointed. */
+  async waitForCheckpoint(position: number, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.checkpoint < position) {
+      if (this.failure) throw this.failure;
+      if (this.stopped) throw new SinhoError('INVALID_ARGUMENT', `Group ${this.name} stopped before reaching position ${position}.`);
+      if (Date.now() > deadline) throw new SinhoError('INVALID_ARGUMENT', `Group ${this.name} did not reach position ${position} within ${timeoutMs} ms (at ${this.checkpoint}).`);
+      await new Promise((r) => setTimeout(r, 10));
+      await this.flush();
+    }
+  }
+
+  stats(): GroupStats {
+    const now = Date.now();
+    while (this.rate.length > 0 && this.rate[0]! < now - 5000) this.rate.shift();
+    let retrying = 0;
+    for (const q of this.keys.values()) if (q.items[0]?.row?.state === 'retry') retrying += 1;
+    return {
+      group: this.name,
+      checkpoint: this.checkpoint,
+      lag: Math.max(0, this.knownHead - this.checkpoint),
+      inFlight: this.running,
+      retrying: retrying + [...this.scheduled.values()].filter((r) => r.attempts > 0).length,
+      deadLetters: this.deadRows.size,
+      handled: this.handled,
+      handledPerSecond: Math.round(this.rate.length / 5),
+    };
+  }
+
+  /** Dead letters of this group (from its running state). */
+  deadLetters(): DeadLetter[] {
+    return [...this.deadRows.values()]
+      .map((r) => ({ group: this.name, position: r.position, eventId: r.eventId, key: r.key, attempts: r.attempts, errors: r.errors, updatedAt: r.updatedAt }))
+      .sort((a, b) => a.position - b.position);
+  }
+
+  /**
+   * Delivers a dead letter again, attempts starting over. A parked key resumes
+   * in order behind it. A skipped one was passed by its key long ago, so it is
+   * delivered on its own, like a delayed delivery due now.
+   */
+  async redeliver(position: number): Promise<void> {
+    const row = this.deadRows.get(`${position}`);
+    if (!row) throw new InvalidInput('INVALID_ARGUMENT', `Group ${this.name} has no dead letter at position ${position}.`, { position });
+    this.deadRows.delete(`${position}`);
+    const q = this.keys.get(row.key);
+    const item = q?.items.find((i) => i.position === position);
+    if (q && item) {
+      item.row = this.deferRow(position, row.eventId, row.key, 'retry', 0, Date.now(), []);
+      if (q.items[0] === item) this.markReady(q);
+    } else {
+      this.dirty.deletes.push({ position, kind: row.kind });
+      const scheduled = this.deferRow(position, row.eventId, row.key, 'scheduled', 0, Date.now(), [], 'scheduled');
+      this.scheduled.set(position, scheduled);
+      this.armDueTimer();
+    }
+    await this.flush();
+    this.pump();
+  }
+
+  /** Drops a dead letter for good. With `park`, its key continues with the next event. */
+  async discard(position: number): Promise<void> {
+    const row = this.deadRows.get(`${position}`);
+    if (!row) throw new InvalidInput('INVALID_ARGUMENT', `Group ${this.name} has no dead letter at position ${position}.`, { position });
+    this.deadRows.delete(`${position}`);
+    this.dirty.deletes.push({ position, kind: 'ordered' });
+    this.touch();
+    const q = this.keys.get(row.key);
+    const index = q?.items.findIndex((i) => i.position === position) ?? -1;
+    if (q && index !== -1) {
+      q.items.splice(index, 1);
+      if (q.items.length === 0) {
+        q.blocked = false;
+        this.keys.delete(q.key);
+      } else if (index === 0) this.markReady(q);
+    }
+    await this.flush();
+    this.pump();
+  }
+
+  /**
+   * Stops taking new events, waits for running handlers up to `timeoutMs`
+   * (default 10 s), then commits the checkpoint. Handlers still running after
+   * the timeout are abandoned; their events will be delivered again.
+   */
+  async stop(options: { timeoutMs?: number; flush?: boolean } = {}): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.abort.abort();
+    this.wakeReader?.();
+    if (this.dueTimer) clearTimeout(this.dueTimer);
+    const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+    while (this.running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    this.stopped = true;
+    await this.readerDone;
+    if (options.flush !== false) await this.flush();
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    this.emit('subscription:stopped', { group: this.name });
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * Consumer-group conformance, run against every adapter.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import fc from 'fast-check';
+import type { EventLog, EventLogOptions, RecordedEvent, SinhoError } from '../../src/index.js';
+import { consumerGroups, subscribe } from '../../src/index.js';
+import { randomName } from '../support/services.js';
+import { stream } from './event-log.js';
+
+/** SQL a transactional handler runs, in the adapter's dialect (absent for memory). */
+export interface ProjectionFixture {
+  /** Creates a fresh counter table and returns its name. */
+  createTable(log: EventLog): Promise<string>;
+  increment(table: string, key: string): { sql: string; params: unknown[] };
+  read(log: EventLog, table: string): Promise<Map<string, number>>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(condition: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+async function rejectsWithCode(call: () => Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(call, (e: SinhoError) => {
+    assert.equal(e.code, code, e.message);
+    return true;
+  });
+}
+
+export function subscriptionConformance(name: string, factory: (options?: EventLogOptions) => Promise<EventLog>, projection?: ProjectionFixture): void {
+  describe(`Subscription conformance: ${name}`, { timeout: 60_000 }, () => {
+    const opened: EventLog[] = [];
+    const open = async (): Promise<EventLog> => {
+      const log = await factory();
+      opened.push(log);
+      return log;
+    };
+    after(async () => {
+      await Promise.all(opened.map((l) => l.close()));
+    });
+
+    it('delivers every bound event once, in per-stream order, resuming from its checkpoint', async () => {
+      const log = await open();
+      const streams = Array.from({ length: 20 }, () => stream('order'));
+      for (let i = 0; i < 10; i++) await Promise.all(streams.map((s) => log.append(s, [{ type: 'Placed', data: { i } }])));
+      await log.append(stream('noise'), [{ type: 'Ignored', data: {} }]);
+      const seen = new Map<string, number[]>();
+      const handler = async (e: RecordedEvent) => {
+        await sleep(Math.random() * 2);
+        seen.set(e.stream, [...(seen.get(e.stream) ?? []), (e.data as { i: number }).i]);
+      };
+      const group = randomName('g');
+      const g1 = await subscribe(log, group, { bindings: [{ kind: 'topic', pattern: 'order.#' }], handler, concurrency: 8 });
+      await g1.waitForCheckpoint(await log.headPosition());
+      await g1.stop();
+      for (const s of streams) assert.deepEqual(seen.get(s), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      assert.equal([...seen.keys()].filter((k) => k.startsWith('noise')).length, 0);
+      // New events while stopped; a restart delivers only those.
+      await Promise.all(streams.map((s) => log.append(s, [{ type: 'Placed', data: { i: 10 } }])));
+      const g2 = await subscribe(log, group, { bindings: [{ kind: 'topic', pattern: 'order.#' }], handler });
+      await g2.waitForCheckpoint(await log.headPosition());
+      await g2.stop();
+      for (const s of streams) assert.deepEqual(seen.get(s), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      const stats = g2.stats();
+      assert.equal(stats.lag, 0);
+      assert.equal(stats.deadLetters, 0);
+    });
+
+    it('keeps each stream in order under random transient failures (property)', async () => {
+      const log = await open();
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 2, max: 6 }), fc.integer({ min: 1, max: 8 }), fc.double({ min: 0, max: 0.5, noNaN: true }), async (streamCount, perStream, failureRate) => {
+          const streams = Array.from({ length: streamCount }, () => stream('prop'));
+          const appended = new Map<string, number[]>();
+          for (let i = 0; i < perStream; i++) {
+            for (const s of streams) {
+              await log.append(s, [{ type: 'N', data: { i } }]);
+              appended.set(s, [...(appended.get(s) ?? []), i]);
+            }
+          }
+          const handled = new Map<string, number[]>();
+          const g = await subscribe(log, randomName('prop'), {
+            bindings: [{ kind: 'topic', pattern: 'prop.*' }],
+            retry: { delaysMs: [1, 2, 3], maxAttempts: 1000 },
+            concurrency: 3,
+            handler: async (e) => {
+              if (!streams.includes(e.stream)) return;
+              if (Math.random() < failureRate) throw new Error('transient');
+              handled.set(e.stream, [...(handled.get(e.stream) ?? []), (e.data as { i: number }).i]);
+            },
+          });
+          await g.waitForCheckpoint(await log.headPosition());
+          await until(() => g.stats().retrying === 0 && streams.every((s) => (handled.get(s)?.length ?? 0) >= perStream), 10_000, 'all handled');
+          await g.stop();
+          for (const s of streams) assert.deepEqual(handled.get(s), appended.get(s));
+        }),
+        { numRuns: 15 },
+      );
+    });
+
+    it('holds back only the failing stream; the dead letter appears after exactly maxAttempts', async () => {
+      const log = await open();
+      const poison = stream('hol');
+      const others = Array.from({ length: 30 }, () => stream('hol'));
+      await log.append(poison, [{ type: 'Bad', data: {} }, { type: 'AfterBad', data: {} }]);
+      for (let i = 0; i < 10; i++) await Promise.all(others.map((s) => log.append(s, [{ type: 'Good', data: { i } }])));
+      let poisonAttempts = 0;
+      let attemptsWhenOthersDone = -1;
+      const done = new Map<string, number>();
+      const afterBad: number[] = [];
+      const group = randomName('hol');
+      const g = await subscribe(log, group, {
+        bindings: [{ kind: 'topic', pattern: 'hol.*' }],
+        retry: { delaysMs: [150, 150], maxAttempts: 3 },
+        handler: async (e, ctx) => {
+          if (e.type === 'Bad') {
+            poisonAttempts += 1;
+            assert.equal(ctx.attempt, poisonAttempts);
+            assert.equal(ctx.errors.length, poisonAttempts - 1);
+            throw new Error(`poison #${ctx.attempt}`);
+          }
+          if (e.type === 'AfterBad') return void afterBad.push(Date.now());
+          done.set(e.stream, (done.get(e.stream) ?? 0) + 1);
+          if ([...done.values()].reduce((a, b) => a + b, 0) === 300) attemptsWhenOthersDone = poisonAttempts;
+        },
+      });
+      await until(() => g.stats().deadLetters === 1, 10_000, 'dead letter');
+      await until(() => afterBad.length === 1, 5_000, 'the poison stream to continue (skip policy)');
+      assert.equal(attemptsWhenOthersDone, 1, 'every other stream finished while the poison was still backing off');
+      assert.equal(poisonAttempts, 3);
+      const [letter] = await consumerGroups(log).deadLetters(group);
+      assert.equal(letter!.attempts, 3);
+      assert.deepEqual(letter!.errors.map((e) => e.message), ['poison #1', 'poison #2', 'poison #3']);
+      await g.stop();
+      const listed = (await consumerGroups(log).list()).find((x) => x.name === group)!;
+      assert.equal(listed.deadLetters, 1);
+    });
+
+    it('parks a stream at a dead letter until an operator redelivers or discards it', async () => {
+      const log = await open();
+      const s = stream('park');
+      await log.append(s, [{ type: 'A', data: 1 }, { type: 'B', data: 2 }, { type: 'C', data: 3 }]);
+      let fail = true;
+      const handled: string[] = [];
+      const group = randomName('park');
+      const g = await subscribe(log, group, {
+        bindings: [{ kind: 'direct', key: 'park.B' }, { kind: 'direct', key: 'park.A' }, { kind: 'direct', key: 'park.C' }],
+        retry: { delaysMs: [5], maxAttempts: 2 },
+        deadLetter: 'park',
+        handler: async (e) => {
+          if (e.type === 'B' && fail) throw new Error('broken');
+          handled.push(e.type);
+        },
+      });
+      await until(() => g.stats().deadLetters === 1, 5_000, 'dead letter');
+      await log.append(s, [{ type: 'D', data: 4 }]);
+      await sleep(100);
+      assert.deepEqual(handled, ['A'], 'C and later wait behind the parked B');
+      fail = false;
+      const [letter] = await consumerGroups(log).deadLetters(group);
+      await consumerGroups(log).redeliver(group, letter!.position);
+      await until(() => handled.length === 3, 5_000, 'the stream to resume');
+      assert.deepEqual(handled, ['A', 'B', 'C'], 'D is not bound');
+      // Discard: a new poison is dropped and the stream continues behind it.
+      fail = true;
+      await log.append(s, [{ type: 'B', data: 5 }, { type: 'C', data: 6 }]);
+      await until(() => g.stats().deadLetters === 1, 5_000, 'second dead letter');
+      const [second] = await consumerGroups(log).deadLetters(group);
+      await consumerGroups(log).discard(group, second!.position);
+      await until(() => handled.length === 4, 5_000, 'the stream to continue');
+      assert.deepEqual(handled, ['A', 'B', 'C', 'C']);
+      assert.deepEqual(await consumerGroups(log).deadLetters(group), []);
+      await g.stop();
+    });
+
+    it('keeps retry state durable: a restarted group fires a pending retry at its due time', async () => {
+      const log = await open();
+      const s = stream('durable');
+      await log.append(s, [{ type: 'Flaky', data: {} }, { type: 'Next', data: {} }]);
+      const attempts: number[] = [];
+      const group = randomName('durable');
+      const options = {
+        bindings: [{ kind: 'topic' as const, pattern: 'durable.*' }],
+        retry: { delaysMs: [400], maxAttempts: 3 },
+      };
+      const handled: string[] = [];
+      const g1 = await subscribe(log, group, {
+        ...options,
+        handler: async (e) => {
+          if (e.type === 'Flaky') {
+            attempts.push(Date.now());
+            throw new Error('not yet');
+          }
+          handled.push(e.type);
+        },
+      });
+      await until(() => attempts.length === 1, 5_000, 'first attempt');
+      await sleep(30);
+      await g1.stop();
+      const g2 = await subscribe(log, group, {
+        ...options,
+        handler: async (e) => {
+          if (e.type === 'Flaky') attempts.push(Date.now());
+          handled.push(e.type);
+        },
+      });
+      await until(() => handled.length === 2, 5_000, 'retry after restart');
+      assert.deepEqual(handled, ['Flaky', 'Next'], 'the waiting event follows its retry, in order');
+      assert.ok(attempts[1]! - attempts[0]! >= 390, `the retry waited for its due time (${attempts[1]! - attempts[0]!} ms)`);
+      await g2.stop();
+    });
+
+    it('delivers scheduled events after their delay, durably', async () => {
+      const log = await open();
+      const s = stream('transfer');
+      const [submitted] = (await log.append(s, [{ type: 'Submitted', data: {} }])).events;
+      const deliveries: { at: number; scheduled: boolean }[] = [];
+      const started = Date.now();
+      const g = await subscribe(log, randomName('sched'), {
+        bindings: [{ kind: 'direct', key: 'transfer.Submitted' }],
+        handler: async (_e, ctx) => {
+          deliveries.push({ at: Date.now() - started, scheduled: ctx.scheduled });
+          if (deliveries.length < 3) ctx.schedule(100); // "check again in 100 ms", twice
+        },
+      });
+      await until(() => deliveries.length === 3, 5_000, 'scheduled deliveries');
+      assert.deepEqual(deliveries.map((d) => d.scheduled), [false, true, true]);
+      assert.ok(deliveries[1]!.at - deliveries[0]!.at >= 95 && deliveries[2]!.at - deliveries[1]!.at >= 95);
+      await g.schedule(submitted!.id, { delayMs: 50 });
+      await until(() => deliveries.length === 4, 5_000, 'an operator-scheduled delivery');
+      await g.stop();
+    });
+
+    it('replays from a position after a reset', async () => {
+      const log = await open();
+      const s = stream('replay');
+      const first = await log.append(s, [{ type: 'A', data: 1 }, { type: 'B', data: 2 }]);
+      const seen: string[] = [];
+      const group = randomName('replay');
+      const options = { bindings: [{ kind: 'topic' as const, pattern: 'replay.*' }], handler: async (e: RecordedEvent) => void seen.push(e.type) };
+      let g = await subscribe(log, group, options);
+      await g.waitForCheckpoint(await log.headPosition());
+      await g.stop();
+      await rejectsWithCode(() => consumerGroups(log).reset(randomName('none'), 1), 'UNKNOWN_GROUP');
+      await consumerGroups(log).reset(group, first.events[1]!.position);
+      g = await subscribe(log, group, options);
+      await g.waitForCheckpoint(await log.headPosition());
+      await rejectsWithCode(() => consumerGroups(log).reset(group, 1), 'INVALID_ARGUMENT');
+      await g.stop();
+      assert.deepEqual(seen, ['A', 'B', 'B']);
+    });
+
+    it('rejects bad options and unknown groups with typed errors', async () => {
+      const log = await open();
+      const handler = async () => {};
+      await rejectsWithCode(() => subscribe(log, 'bad name', { handler }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, 'g', { bindings: [{ kind: 'topic' } as never], handler }), 'INVALID_BINDING');
+      await rejectsWithCode(() => subscribe(log, 'g', { bindings: [], handler }), 'INVALID_BINDING');
+      await rejectsWithCode(() => subscribe(log, 'g', { handler, retry: { delaysMs: [-5] } }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, 'g', { handler, retry: { initialDelayMs: -1 } }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, 'g', { handler, retry: { maxAttempts: 0 } }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, 'g', { handler, concurrency: 0 }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, 'g', { handler, deadLetter: 'drop' as never }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, 'g', {} as never), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, 'g', { handler, startFrom: { position: -1 } }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => consumerGroups(log).deadLetters(randomName('none')), 'UNKNOWN_GROUP');
+      const group = randomName('twice');
+      const g = await subscribe(log, group, { handler });
+      await rejectsWithCode(() => subscribe(log, group, { handler }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => consumerGroups(log).redeliver(group, 999), 'INVALID_ARGUMENT');
+      await g.stop();
+      if (!projection) await rejectsWithCode(() => subscribe(log, randomName('p'), { project: () => {} }), 'UNSUPPORTED');
+    });
+
+    if (projection) {
+      it('commits a transactional handler\'s writes with the checkpoint, exactly once', async () => {
+        const log = await open();
+        const table = await projection.createTable(log);
+        const streams = Array.from({ length: 5 }, () => stream('proj'));
+        for (let i = 0; i < 20; i++) await Promise.all(streams.map((s) => log.append(s, [{ type: 'Counted', data: { i } }])));
+        const group = randomName('proj');
+        let failures = 0;
+        const options = {
+          bindings: [{ kind: 'topic' as const, pattern: 'proj.*' }],
+          retry: { delaysMs: [1], maxAttempts: 10 },
+          project: (e: RecordedEvent, tx: { execute(sql: string, params?: unknown[]): void }) => {
+            tx.execute(projection.increment(table, e.stream).sql, projection.increment(table, e.stream).params);
+            if (Math.random() < 0.1 && failures++ < 20) throw new Error('flaky projection');
+          },
+        };
+        const g = await subscribe(log, group, options);
+        await g.waitForCheckpoint(await log.headPosition());
+        await until(() => g.stats().retrying === 0, 5_000, 'retries');
+        await g.stop();
+        const counts = await projection.read(log, table);
+        for (const s of streams) assert.equal(counts.get(s), 20, `${s} counted once per event`);
+        // Replaying from the start re-runs the projection: the reset clears processed ids by design.
+        const g2 = await subscribe(log, group, options);
+        await g2.stop();
+        assert.deepEqual(await projection.read(log, table), counts, 'a restart applies nothing twice');
+      });
+    }
+  });
+}
