@@ -19,7 +19,9 @@ export type SinhoErrorCode =
   | 'DOMAIN_RULE_VIOLATED'
   | 'INVALID_BINDING'
   | 'UNKNOWN_GROUP'
-  | 'UNSUPPORTED';
+  | 'UNSUPPORTED'
+  | 'GROUP_BUSY'
+  | 'GROUP_LEASE_LOST';
 
 /** Base class of every error Sinho throws on purpose. */
 export class SinhoError extends Error {

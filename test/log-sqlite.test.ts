@@ -9,6 +9,7 @@ import { aggregateConformance } from './conformance/aggregate.js';
 import { subscriptionConformance, type ProjectionFixture } from './conformance/subscription.js';
 import Database from 'better-sqlite3';
 import type { EventLog } from '../src/index.js';
+import { consumerGroups, subscribe } from '../src/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sinho-sqlite-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -63,6 +64,27 @@ describe('sqlite: two connections on one file', () => {
       await following;
       assert.deepEqual(seen, Array.from({ length: 20 }, (_, i) => i + 1));
       assert.equal(await a.streamRevision('shared-1'), 19);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe('sqlite: one instance per consumer group', () => {
+  it('refuses a second instance on the same store while the first holds the lease, and lets one in after it stops', async () => {
+    const path = join(dir, 'lease.sqlite');
+    const a = openSqliteEventLog({ path });
+    const b = openSqliteEventLog({ path });
+    try {
+      const first = await subscribe(a, 'leased', { handler: () => {}, leaseMs: 200 });
+      const started = Date.now();
+      await assert.rejects(() => subscribe(b, 'leased', { handler: () => {}, leaseMs: 200 }), { code: 'GROUP_BUSY' });
+      assert.ok(Date.now() - started >= 380, 'it waited for the lease to expire before giving up');
+      await assert.rejects(() => consumerGroups(b).reset('leased', 1), { code: 'GROUP_BUSY' });
+      await first.stop();
+      const second = await subscribe(b, 'leased', { handler: () => {}, leaseMs: 200 });
+      await second.stop();
     } finally {
       await a.close();
       await b.close();

@@ -29,6 +29,7 @@
  * Retry and delay timers are derived from the stored `dueAt` values, so a
  * pending retry fires at its due time after a restart: not earlier, not never.
  */
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { InvalidInput, SinhoError } from '../errors.js';
 import type { EventLog, RecordedEvent } from '../log/types.js';
@@ -87,6 +88,13 @@ export interface SubscribeOptions {
   checkpointIntervalMs?: number;
   /** Checkpoint after this many acks, whatever the interval. Default 500. */
   checkpointEvery?: number;
+  /**
+   * How long the group's lease lasts without renewal, ms (renewed every third
+   * of it). One instance holds a group at a time; after a crash, another can
+   * take over once the lease expired, and a starting instance waits up to
+   * twice this long for it. Default 10,000.
+   */
+  leaseMs?: number;
 }
 
 export interface GroupStats {
@@ -171,6 +179,10 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   private readonly maxBuffered: number;
   private readonly checkpointIntervalMs: number;
   private readonly checkpointEvery: number;
+  private readonly leaseMs: number;
+  /** Identifies this instance as the lease holder (fencing token for every commit). */
+  private readonly owner = randomUUID();
+  private leaseTimer: NodeJS.Timeout | undefined;
 
   private readonly keys = new Map<string, KeyQueue>();
   private readonly ready: KeyQueue[] = [];
@@ -228,6 +240,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     this.maxBuffered = positiveInt(options.maxBuffered, 'maxBuffered', 1000);
     this.checkpointIntervalMs = positiveInt(options.checkpointIntervalMs, 'checkpointIntervalMs', 100);
     this.checkpointEvery = positiveInt(options.checkpointEvery, 'checkpointEvery', 500);
+    this.leaseMs = positiveInt(options.leaseMs, 'leaseMs', 10_000);
     if (options.orderingKey !== undefined && typeof options.orderingKey !== 'function') throw new InvalidInput('INVALID_ARGUMENT', 'orderingKey must be a function.');
     this.orderingKey = options.orderingKey ?? ((e) => e.stream);
     this.retry = resolveRetry(options.retry);
@@ -245,6 +258,23 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     const start = this.options.startFrom ?? 'beginning';
     const initial = start === 'beginning' ? 0 : start === 'end' ? await this.log.headPosition() : Math.max(0, start.position - 1);
     const row = await this.storage.ensureGroup(this.name, initial);
+    const deadline = Date.now() + 2 * this.leaseMs;
+    while (!(await this.storage.acquireLease(this.name, this.owner, this.leaseMs))) {
+      if (Date.now() > deadline) {
+        throw new SinhoError('GROUP_BUSY', `Consumer group "${this.name}" is held by another instance (its lease did not expire within ${2 * this.leaseMs} ms).`, { group: this.name });
+      }
+      await new Promise((r) => setTimeout(r, Math.max(10, this.leaseMs / 4)));
+    }
+    this.leaseTimer = setInterval(() => {
+      this.storage.acquireLease(this.name, this.owner, this.leaseMs).then(
+        (held) => {
+          if (!held && !this.closing) this.fail(new SinhoError('GROUP_LEASE_LOST', `Consumer group "${this.name}" was taken over by another instance.`, { group: this.name }));
+        },
+        (error: Error) => {
+          if (!this.closing) this.fail(error);
+        },
+      );
+    }, Math.max(10, Math.floor(this.leaseMs / 3)));
     this.checkpoint = row.position;
     this.readPosition = row.position;
     this.knownHead = await this.log.headPosition();
@@ -589,7 +619,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     this.dirtyCount = 0;
     this.flushing = (async () => {
       try {
-        await this.storage.commitGroup(this.name, commit);
+        await this.storage.commitGroup(this.name, commit, this.owner);
         if (commit.position !== undefined) {
           this.checkpoint = commit.position;
           this.emit('subscription:checkpoint', { group: this.name, position: commit.position });
@@ -711,6 +741,8 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     if (options.flush !== false) await this.flush();
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    await this.storage.releaseLease(this.name, this.owner).catch(() => {});
     this.emit('subscription:stopped', { group: this.name });
   }
 }

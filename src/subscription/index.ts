@@ -3,12 +3,27 @@
  * process; `consumerGroups` inspects and operates groups (the CLI's view),
  * routing to the running instance when the group runs in this process.
  */
+import { randomUUID } from 'node:crypto';
 import { InvalidInput, SinhoError } from '../errors.js';
 import { storageOf } from '../log/stored-event-log.js';
 import type { EventLog } from '../log/types.js';
 import { ConsumerGroup, validateGroupName, type DeadLetter, type SubscribeOptions } from './consumer-group.js';
+import type { SubscriptionStorage } from './storage.js';
 
 const running = new WeakMap<EventLog, Map<string, ConsumerGroup>>();
+
+/** Runs an operator change on a group that is not running here, holding its lease meanwhile. */
+async function withLease<T>(storage: SubscriptionStorage, group: string, work: (owner: string) => Promise<T>): Promise<T> {
+  const owner = `admin-${randomUUID()}`;
+  if (!(await storage.acquireLease(group, owner, 30_000))) {
+    throw new SinhoError('GROUP_BUSY', `Consumer group "${group}" is running in another process; stop it (or call this there) first.`, { group });
+  }
+  try {
+    return await work(owner);
+  } finally {
+    await storage.releaseLease(group, owner);
+  }
+}
 
 /**
  * Starts a durable consumer group on `log` and resolves once it is delivering.
@@ -98,12 +113,18 @@ export function consumerGroups(log: EventLog): ConsumerGroupAdmin {
       if (instance) return instance.redeliver(position);
       const row = (await storage.loadDeferred(group)).find((r) => r.position === position && r.state === 'dead');
       if (!row) throw new InvalidInput('INVALID_ARGUMENT', `Group ${group} has no dead letter at position ${position}.`, { position });
-      await storage.commitGroup(group, {
-        upserts: [{ ...row, state: row.kind === 'scheduled' ? 'scheduled' : 'retry', attempts: 0, dueAt: Date.now(), errors: [], updatedAt: new Date().toISOString() }],
-        deletes: [],
-        processed: [],
-        statements: [],
-      });
+      await withLease(storage, group, (owner) =>
+        storage.commitGroup(
+          group,
+          {
+            upserts: [{ ...row, state: row.kind === 'scheduled' ? 'scheduled' : 'retry', attempts: 0, dueAt: Date.now(), errors: [], updatedAt: new Date().toISOString() }],
+            deletes: [],
+            processed: [],
+            statements: [],
+          },
+          owner,
+        ),
+      );
     },
     async redeliverAll(group) {
       const letters = await admin.deadLetters(group);
@@ -116,18 +137,18 @@ export function consumerGroups(log: EventLog): ConsumerGroupAdmin {
       if (instance) return instance.discard(position);
       const row = (await storage.loadDeferred(group)).find((r) => r.position === position && r.state === 'dead');
       if (!row) throw new InvalidInput('INVALID_ARGUMENT', `Group ${group} has no dead letter at position ${position}.`, { position });
-      await storage.commitGroup(group, { upserts: [], deletes: [{ position, kind: row.kind }], processed: [], statements: [] });
+      await withLease(storage, group, (owner) => storage.commitGroup(group, { upserts: [], deletes: [{ position, kind: row.kind }], processed: [], statements: [] }, owner));
     },
     async reset(group, position) {
       await known(group);
       if (!Number.isSafeInteger(position) || position < 1) throw new InvalidInput('INVALID_ARGUMENT', `reset needs a position >= 1, got ${JSON.stringify(position)}.`);
       if (live(group)) throw new SinhoError('INVALID_ARGUMENT', `Stop consumer group "${group}" before resetting it.`, { group });
-      await storage.resetGroup(group, position - 1);
+      await withLease(storage, group, () => storage.resetGroup(group, position - 1));
     },
     async delete(group) {
       await known(group);
       if (live(group)) throw new SinhoError('INVALID_ARGUMENT', `Stop consumer group "${group}" before deleting it.`, { group });
-      await storage.deleteGroup(group);
+      await withLease(storage, group, () => storage.deleteGroup(group));
     },
   };
   return admin;

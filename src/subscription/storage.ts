@@ -59,6 +59,14 @@ export interface GroupCommit {
 }
 
 export interface SubscriptionStorage {
+  /**
+   * Takes the group's lease for `owner` until now + `leaseMs`, if it is free,
+   * expired, or already `owner`'s. Returns whether `owner` holds it now.
+   * Renewing is acquiring again.
+   */
+  acquireLease(group: string, owner: string, leaseMs: number): Promise<boolean>;
+  /** Gives the lease up (only if `owner` holds it). */
+  releaseLease(group: string, owner: string): Promise<void>;
   /** Creates the group at `initialPosition` unless it exists; returns it as stored. */
   ensureGroup(name: string, initialPosition: number): Promise<GroupRow>;
   getGroup(name: string): Promise<GroupRow | undefined>;
@@ -69,9 +77,12 @@ export interface SubscriptionStorage {
    * Writes the whole commit in one transaction, or nothing: upserts in order
    * (a later upsert of the same row wins), then deletes, then processed ids,
    * then statements, then the position; processed ids at or below the new
-   * position are pruned (nothing there can be redelivered).
+   * position are pruned (nothing there can be redelivered). Fenced: when
+   * `owner` no longer holds the group's lease, nothing is written and a
+   * `GROUP_LEASE_LOST` error is thrown, so a stalled instance cannot commit
+   * over the one that took over.
    */
-  commitGroup(group: string, commit: GroupCommit): Promise<void>;
+  commitGroup(group: string, commit: GroupCommit, owner: string): Promise<void>;
   /** The highest position this group recorded as processed (0 when none). */
   highestProcessed(group: string): Promise<number>;
   /** Which of `eventIds` this group recorded as processed. */

@@ -3,6 +3,8 @@ import type { DeferredRow, GroupRow, SubscriptionStorage } from '../../subscript
 
 interface MemoryGroup {
   row: GroupRow;
+  owner: string | null;
+  leaseUntil: number;
   deferred: Map<string, DeferredRow>;
   processed: Map<string, number>;
 }
@@ -18,7 +20,7 @@ export function createMemorySubscriptionStorage(): SubscriptionStorage {
   return {
     supportsStatements: false,
     ensureGroup: async (name, initialPosition) => {
-      if (!groups.has(name)) groups.set(name, { row: { name, position: initialPosition, createdAt: new Date().toISOString() }, deferred: new Map(), processed: new Map() });
+      if (!groups.has(name)) groups.set(name, { row: { name, position: initialPosition, createdAt: new Date().toISOString() }, owner: null, leaseUntil: 0, deferred: new Map(), processed: new Map() });
       return { ...get(name).row };
     },
     getGroup: async (name) => {
@@ -28,8 +30,24 @@ export function createMemorySubscriptionStorage(): SubscriptionStorage {
     listGroups: async () => [...groups.values()].map((g) => ({ ...g.row })).sort((a, b) => a.name.localeCompare(b.name)),
     deleteGroup: async (name) => void groups.delete(name),
     loadDeferred: async (group) => [...(groups.get(group)?.deferred.values() ?? [])].map((r) => structuredClone(r)).sort((a, b) => a.position - b.position),
-    commitGroup: async (group, c) => {
+    acquireLease: async (group, owner, leaseMs) => {
       const g = get(group);
+      const now = Date.now();
+      if (g.owner !== null && g.owner !== owner && g.leaseUntil >= now) return false;
+      g.owner = owner;
+      g.leaseUntil = now + leaseMs;
+      return true;
+    },
+    releaseLease: async (group, owner) => {
+      const g = groups.get(group);
+      if (g?.owner === owner) {
+        g.owner = null;
+        g.leaseUntil = 0;
+      }
+    },
+    commitGroup: async (group, c, owner) => {
+      const g = get(group);
+      if (g.owner !== owner) throw new SinhoError('GROUP_LEASE_LOST', `This instance no longer holds consumer group "${group}"; nothing was committed.`, { group });
       if (c.statements.length > 0) throw new SinhoError('UNSUPPORTED', 'The memory adapter cannot run projection statements.');
       for (const r of c.upserts) g.deferred.set(`${r.kind}:${r.position}`, structuredClone(r));
       for (const d of c.deletes) g.deferred.delete(`${d.kind}:${d.position}`);

@@ -121,8 +121,10 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: (schema:
     name: 'consumer groups',
     sql: (s) => `
       CREATE TABLE ${s}.groups (
-        name       text        PRIMARY KEY,
-        position   bigint      NOT NULL,
+        name        text        PRIMARY KEY,
+        position    bigint      NOT NULL,
+        owner       text,
+        lease_until bigint      NOT NULL DEFAULT 0,
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now()
       );

@@ -1,3 +1,4 @@
+import { SinhoError } from '../../errors.js';
 import type { DeferredRow, GroupCommit, GroupRow, SubscriptionStorage } from '../../subscription/storage.js';
 import type { PgPool } from './pg-types.js';
 
@@ -71,8 +72,24 @@ export function createPostgresSubscriptionStorage(pool: PgPool, schema: string):
         updatedAt: r.updated_at.toISOString(),
       }));
     },
-    commitGroup: (group, c: GroupCommit) =>
+    acquireLease: async (group, owner, leaseMs) => {
+      const now = Date.now();
+      const r = await pool.query(
+        `UPDATE ${schema}.groups SET owner = $2, lease_until = $3 WHERE name = $1 AND (owner IS NULL OR owner = $2 OR lease_until < $4)`,
+        [group, owner, now + leaseMs, now],
+      );
+      return r.rowCount === 1;
+    },
+    releaseLease: async (group, owner) => {
+      await pool.query(`UPDATE ${schema}.groups SET owner = NULL, lease_until = 0 WHERE name = $1 AND owner = $2`, [group, owner]);
+    },
+    commitGroup: (group, c: GroupCommit, owner: string) =>
       inTransaction(async (q) => {
+        // Fencing: lock the group row and check the lease before writing anything.
+        const lease = await q<{ owner: string | null }>(`SELECT owner FROM ${schema}.groups WHERE name = $1 FOR UPDATE`, [group]);
+        if (lease.rows[0]?.owner !== owner) {
+          throw new SinhoError('GROUP_LEASE_LOST', `This instance no longer holds consumer group "${group}" (another instance took it over); nothing was committed.`, { group });
+        }
         if (c.upserts.length > 0) {
           // Later upserts of the same row win: keep the last one per key.
           const last = new Map<string, DeferredRow>();

@@ -50,8 +50,10 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     name: 'consumer groups',
     sql: `
       CREATE TABLE sinho_groups (
-        name       TEXT    PRIMARY KEY,
-        position   INTEGER NOT NULL,
+        name        TEXT    PRIMARY KEY,
+        position    INTEGER NOT NULL,
+        owner       TEXT,
+        lease_until INTEGER NOT NULL DEFAULT 0,
         created_at TEXT    NOT NULL,
         updated_at TEXT    NOT NULL
       ) WITHOUT ROWID;

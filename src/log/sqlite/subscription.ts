@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { SinhoError } from '../../errors.js';
 import type { DeferredRow, GroupCommit, GroupRow, SubscriptionStorage } from '../../subscription/storage.js';
 
 interface DeferredRecord {
@@ -51,6 +52,9 @@ export function createSqliteSubscriptionStorage(db: Database.Database): Subscrip
     processed: db.prepare<[string, string], { event_id: string }>('SELECT event_id FROM sinho_group_processed WHERE group_name = ? AND event_id IN (SELECT value FROM json_each(?))'),
     setPosition: db.prepare('UPDATE sinho_groups SET position = ?, updated_at = ? WHERE name = ?'),
     resetDeferred: db.prepare("DELETE FROM sinho_group_deferred WHERE group_name = ? AND state <> 'dead'"),
+    acquire: db.prepare('UPDATE sinho_groups SET owner = ?, lease_until = ? WHERE name = ? AND (owner IS NULL OR owner = ? OR lease_until < ?)'),
+    release: db.prepare('UPDATE sinho_groups SET owner = NULL, lease_until = 0 WHERE name = ? AND owner = ?'),
+    owner: db.prepare<[string], { owner: string | null; lease_until: number }>('SELECT owner, lease_until FROM sinho_groups WHERE name = ?'),
   };
   // Projection statements are the user's SQL; prepared once per distinct text.
   const statements = new Map<string, Database.Statement>();
@@ -62,7 +66,11 @@ export function createSqliteSubscriptionStorage(db: Database.Database): Subscrip
     }
     return stmt;
   };
-  const commit = db.transaction((group: string, c: GroupCommit) => {
+  const commit = db.transaction((group: string, c: GroupCommit, owner: string) => {
+    const lease = s.owner.get(group);
+    if (!lease || lease.owner !== owner) {
+      throw new SinhoError('GROUP_LEASE_LOST', `This instance no longer holds consumer group "${group}" (another instance took it over); nothing was committed.`, { group });
+    }
     for (const r of c.upserts) {
       s.upsertDeferred.run(group, r.kind, r.position, r.eventId, r.key, r.state, r.attempts, r.dueAt, JSON.stringify(r.errors), r.updatedAt);
     }
@@ -95,7 +103,12 @@ export function createSqliteSubscriptionStorage(db: Database.Database): Subscrip
       }).immediate();
     },
     loadDeferred: async (group) => s.loadDeferred.all(group).map(toRow),
-    commitGroup: async (group, c) => commit.immediate(group, c),
+    commitGroup: async (group, c, owner) => commit.immediate(group, c, owner),
+    acquireLease: async (group, owner, leaseMs) => {
+      const now = Date.now();
+      return s.acquire.run(owner, now + leaseMs, group, owner, now).changes === 1;
+    },
+    releaseLease: async (group, owner) => void s.release.run(group, owner),
     highestProcessed: async (group) => s.highestProcessed.get(group)?.p ?? 0,
     processedIds: async (group, ids) => new Set(s.processed.all(group, JSON.stringify(ids)).map((r) => r.event_id)),
     resetGroup: async (group, position) => {
