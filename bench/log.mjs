@@ -97,7 +97,7 @@ function rawSqliteInsert(path, batches) {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   for (const m of SQLITE_MIGRATIONS) db.exec(m.sql);
-  const insert = db.prepare('INSERT INTO sinho_events (position, id, stream, category, revision, type, schema_version, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
+  const insert = db.prepare('INSERT INTO sinho_events (position, id, stream, category, revision, type, schema_version, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
   const lat = [];
   let position = 1;
   const t0 = process.hrtime.bigint();
@@ -106,7 +106,8 @@ function rawSqliteInsert(path, batches) {
     position += BATCH;
     const s = process.hrtime.bigint();
     db.transaction(() => {
-      for (const r of rows) insert.run(...r);
+      const recordedAt = Date.now();
+      for (const r of rows) insert.run(...r, recordedAt);
     })();
     lat.push(ms(process.hrtime.bigint() - s));
   }

@@ -108,6 +108,8 @@ export interface LogStorage {
   readEventsById(ids: readonly string[]): Promise<StoredEvent[]>;
   streamRevision(stream: string): Promise<number>;
   headPosition(): Promise<number>;
+  /** The first position recorded at or after `time` (head + 1 when there is none). */
+  positionAt(time: Date): Promise<number>;
   readSnapshot(stream: string, key: string): Promise<Snapshot | undefined>;
   writeSnapshot(stream: string, snapshot: Snapshot): Promise<void>;
   truncateStream(stream: string, beforeRevision: number): Promise<void>;

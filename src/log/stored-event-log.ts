@@ -236,6 +236,12 @@ export class StoredEventLog implements EventLog {
     return head;
   }
 
+  async positionAt(time: Date): Promise<number> {
+    this.assertOpen();
+    if (!(time instanceof Date) || Number.isNaN(time.getTime())) throw new InvalidInput('INVALID_ARGUMENT', 'positionAt needs a valid Date.');
+    return this.storage.positionAt(time);
+  }
+
   waitForCommit(afterPosition: number, options: WaitOptions = {}): Promise<number> {
     this.assertOpen();
     assertNonNegativeInteger(afterPosition, 'afterPosition');

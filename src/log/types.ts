@@ -197,6 +197,8 @@ export interface EventLog {
   streamRevision(stream: string): Promise<number>;
   /** The position of the last committed event (0 for an empty log). */
   headPosition(): Promise<number>;
+  /** The first position committed at or after `time` (the head + 1 when none is): where to replay "since yesterday" from. */
+  positionAt(time: Date): Promise<number>;
   /** Resolves with the head once it is beyond `afterPosition` (woken by commits, not by polling). */
   waitForCommit(afterPosition: number, options?: WaitOptions): Promise<number>;
   /** Calls `listener` with the new head after each commit this process sees. Returns an unsubscribe function. */

@@ -67,8 +67,12 @@ export interface ConsumerGroupAdmin {
   /** Delivers every dead letter of the group again. Returns how many. */
   redeliverAll(group: string): Promise<number>;
   discard(group: string, position: number): Promise<void>;
-  /** Replays from `position` (inclusive): pending retries are dropped, dead letters kept. The group must not be running. */
-  reset(group: string, position: number): Promise<void>;
+  /**
+   * Replays from `position` (inclusive), or from the first event committed at
+   * or after `{ at }`: pending retries are dropped, dead letters kept. The
+   * group must not be running.
+   */
+  reset(group: string, from: number | { at: Date }): Promise<void>;
   delete(group: string): Promise<void>;
 }
 
@@ -139,8 +143,9 @@ export function consumerGroups(log: EventLog): ConsumerGroupAdmin {
       if (!row) throw new InvalidInput('INVALID_ARGUMENT', `Group ${group} has no dead letter at position ${position}.`, { position });
       await withLease(storage, group, (owner) => storage.commitGroup(group, { upserts: [], deletes: [{ position, kind: row.kind }], processed: [], statements: [] }, owner));
     },
-    async reset(group, position) {
+    async reset(group, from) {
       await known(group);
+      const position = typeof from === 'object' && from !== null && 'at' in from ? await log.positionAt(from.at) : from;
       if (!Number.isSafeInteger(position) || position < 1) throw new InvalidInput('INVALID_ARGUMENT', `reset needs a position >= 1, got ${JSON.stringify(position)}.`);
       if (live(group)) throw new SinhoError('INVALID_ARGUMENT', `Stop consumer group "${group}" before resetting it.`, { group });
       await withLease(storage, group, () => storage.resetGroup(group, position - 1));

@@ -336,6 +336,17 @@ export function eventLogConformance(name: string, factory: LogFactory, expectedD
       assert.equal(r.revision, 6);
     });
 
+    it('finds the first position recorded at or after a time', async () => {
+      const log = await open();
+      await log.append(stream(), [ev('Before')]);
+      await new Promise((r) => setTimeout(r, 20));
+      const at = new Date();
+      const after = await log.append(stream(), [ev('After1'), ev('After2')]);
+      assert.equal(await log.positionAt(at), after.events[0]!.position);
+      assert.equal(await log.positionAt(new Date(Date.now() + 60_000)), (await log.headPosition()) + 1);
+      await rejectsWithCode(log.positionAt(new Date('nope')), 'INVALID_ARGUMENT');
+    });
+
     it('refuses work after close', async () => {
       const log = await factory();
       await log.close();

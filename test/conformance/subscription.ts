@@ -255,6 +255,18 @@ export function subscriptionConformance(name: string, factory: (options?: EventL
       await rejectsWithCode(() => consumerGroups(log).reset(group, 1), 'INVALID_ARGUMENT');
       await g.stop();
       assert.deepEqual(seen, ['A', 'B', 'B']);
+      // Reset to a point in time: replays what was committed since then.
+      await sleep(20);
+      const since = new Date();
+      await log.append(s, [{ type: 'C', data: 3 }]);
+      g = await subscribe(log, group, options);
+      await g.waitForCheckpoint(await log.headPosition());
+      await g.stop();
+      await consumerGroups(log).reset(group, { at: since });
+      g = await subscribe(log, group, options);
+      await g.waitForCheckpoint(await log.headPosition());
+      await g.stop();
+      assert.deepEqual(seen, ['A', 'B', 'B', 'C', 'C']);
     });
 
     it('rejects bad options and unknown groups with typed errors', async () => {

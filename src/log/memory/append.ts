@@ -16,6 +16,7 @@ export function commitBatch(tables: MemoryTables, batch: readonly AppendRequest[
     if (e) stored.set(id, e);
   }
   const plan = planCommit(batch, revisions, stored, tables.events.length);
+  const recordedAt = Date.now();
   for (const row of plan.rows) {
     const event: StoredEvent = {
       id: row.id,
@@ -28,6 +29,7 @@ export function commitBatch(tables: MemoryTables, batch: readonly AppendRequest[
       position: row.position,
     };
     tables.events.push(event);
+    tables.recordedAt.push(recordedAt);
     tables.byId.set(event.id, event);
     let streamEvents = tables.streams.get(event.stream);
     if (!streamEvents) tables.streams.set(event.stream, (streamEvents = []));

@@ -26,6 +26,11 @@ export function openMemoryEventLog(options: MemoryEventLogOptions = {}): EventLo
     readEventsById: async (ids) => readEventsById(tables, ids),
     streamRevision: async (stream) => streamRevision(tables, stream),
     headPosition: async () => tables.events.length,
+    positionAt: async (time) => {
+      const at = time.getTime();
+      const index = tables.recordedAt.findIndex((t, i) => t >= at && tables.events[i] !== undefined);
+      return index === -1 ? tables.events.length + 1 : index + 1;
+    },
     readSnapshot: async (stream, key) => {
       const s = tables.snapshots.get(`${stream}\u0000${key}`);
       return s && structuredClone(s);

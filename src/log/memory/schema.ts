@@ -13,8 +13,10 @@ export interface MemoryTables {
   /** Stream name → its events by revision (truncated revisions are holes). */
   streams: Map<string, (StoredEvent | undefined)[]>;
   snapshots: Map<string, Snapshot>;
+  /** When each position was recorded (epoch ms), index i for position i + 1. */
+  recordedAt: number[];
 }
 
 export function createTables(): MemoryTables {
-  return { events: [], byId: new Map(), streams: new Map(), snapshots: new Map() };
+  return { events: [], byId: new Map(), streams: new Map(), snapshots: new Map(), recordedAt: [] };
 }

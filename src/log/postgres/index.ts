@@ -72,6 +72,12 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
       const { rows } = await pool.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton`);
       return rows[0]!.position;
     },
+    positionAt: async (time) => {
+      const { rows } = await pool.query<{ position: number | null }>(`SELECT MIN(position) AS position FROM ${schema}.events WHERE recorded_at >= $1`, [time]);
+      if (rows[0]?.position != null) return Number(rows[0].position);
+      const head = await pool.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton`);
+      return Number(head.rows[0]!.position) + 1;
+    },
     readSnapshot: async (stream, key) => {
       const { rows } = await pool.query<{ revision: number; state: unknown }>(`SELECT revision, state FROM ${schema}.snapshots WHERE stream = $1 AND key = $2`, [
         stream,

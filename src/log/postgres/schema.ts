@@ -27,6 +27,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: (schema:
         UNIQUE (stream, revision)
       );
       CREATE INDEX events_category ON ${s}.events (category, position);
+      CREATE INDEX events_recorded_at ON ${s}.events (recorded_at);
       CREATE TABLE ${s}.streams (
         name     text   PRIMARY KEY,
         revision bigint NOT NULL

@@ -18,7 +18,7 @@ export function prepareAppendStatements(db: Database.Database): AppendStatements
     streamRevisions: db.prepare('SELECT name, revision FROM sinho_streams WHERE name IN (SELECT value FROM json_each(?))'),
     eventsById: db.prepare(`SELECT ${EVENT_COLUMNS} FROM sinho_events WHERE id IN (SELECT value FROM json_each(?))`),
     insertEvent: db.prepare(
-      'INSERT INTO sinho_events (position, id, stream, category, revision, type, schema_version, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO sinho_events (position, id, stream, category, revision, type, schema_version, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     ),
     upsertStream: db.prepare('INSERT INTO sinho_streams (name, revision) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET revision = excluded.revision'),
     setHead: db.prepare('UPDATE sinho_head SET position = ? WHERE singleton = 1'),
@@ -46,8 +46,9 @@ export function commitBatch(
     const stored = new Map<string, StoredEvent>();
     if (givenIds.length > 0) for (const row of s.eventsById.all(JSON.stringify(givenIds))) stored.set(row.id, row);
     const plan = planCommit(batch, revisions, stored, head);
+    const recordedAt = Date.now();
     for (const r of plan.rows) {
-      s.insertEvent.run(r.position, r.id, r.stream, r.category, r.revision, r.type, r.schemaVersion, r.data, r.metadata);
+      s.insertEvent.run(r.position, r.id, r.stream, r.category, r.revision, r.type, r.schemaVersion, r.data, r.metadata, recordedAt);
     }
     for (const [name, revision] of plan.streamRevisions) s.upsertStream.run(name, revision);
     if (plan.head !== head) s.setHead.run(plan.head);

@@ -50,6 +50,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
     readEventsById: async (ids) => read.byId.all(JSON.stringify(ids)),
     streamRevision: async (stream) => read.streamRevision.get(stream)?.revision ?? -1,
     headPosition: async () => readHead(),
+    positionAt: async (time) => read.positionAt.get(time.getTime())?.position ?? readHead() + 1,
     readSnapshot: async (stream, key) => {
       const row = read.readSnapshot.get(stream, key);
       return row && { key, revision: row.revision, state: JSON.parse(row.state) };

@@ -13,6 +13,7 @@ export interface ReadStatements {
   readSnapshot: Database.Statement<[string, string], { revision: number; state: string }>;
   writeSnapshot: Database.Statement<[string, string, number, string, string]>;
   truncate: Database.Statement<[string, number]>;
+  positionAt: Database.Statement<[number], { position: number | null }>;
 }
 
 export function prepareReadStatements(db: Database.Database): ReadStatements {
@@ -29,6 +30,7 @@ export function prepareReadStatements(db: Database.Database): ReadStatements {
         'ON CONFLICT (stream, key) DO UPDATE SET revision = excluded.revision, state = excluded.state, created_at = excluded.created_at WHERE excluded.revision >= sinho_snapshots.revision',
     ),
     truncate: db.prepare('DELETE FROM sinho_events WHERE stream = ? AND revision < ?'),
+    positionAt: db.prepare('SELECT MIN(position) AS position FROM sinho_events WHERE recorded_at >= ?'),
   };
 }
 

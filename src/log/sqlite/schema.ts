@@ -19,11 +19,13 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         type           TEXT    NOT NULL,
         schema_version INTEGER NOT NULL,
         data           TEXT    NOT NULL,
-        metadata       TEXT    NOT NULL
+        metadata       TEXT    NOT NULL,
+        recorded_at    INTEGER NOT NULL
       );
       CREATE UNIQUE INDEX sinho_events_stream_revision ON sinho_events (stream, revision);
       CREATE INDEX sinho_events_category ON sinho_events (category, position);
       CREATE INDEX sinho_events_type ON sinho_events (type, position);
+      CREATE INDEX sinho_events_recorded_at ON sinho_events (recorded_at);
       CREATE TABLE sinho_streams (
         name     TEXT PRIMARY KEY,
         revision INTEGER NOT NULL
