@@ -13,7 +13,11 @@
  * Writes bench/results/subscription.json and the "Subscriptions" section of docs/benchmarks.md.
  * Then a backlog of BACKLOG events (1,000,000; 100,000 quick) is drained by a
  * Sinho consumer group on SQLite in a fresh process, reporting its peak RSS.
- * Not measured yet (see the subscriptions issue): the poison scenario.
+ * Last, the failure scenario: 1% poison messages (always fail) and 5% transient
+ * failures (fail once), on Sinho (SQLite) and on RabbitMQ with the usual retry
+ * topology (a TTL retry queue dead-lettering back to the work queue, a final
+ * dead-letter queue after 3 attempts). Reports dead letters and whether every
+ * stream was handled in order.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -229,6 +233,131 @@ async function backlogChild(path) {
   process.stdout.write(JSON.stringify({ events: head, handled, seconds: +seconds.toFixed(1), perSecond: Math.round(head / seconds), peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024) }));
 }
 
+const FAILURE_MESSAGES = quick ? 5_000 : 20_000;
+
+/** Decides, per message, whether it is poison (1%) or fails once (5%); the same for both systems. */
+function fate(i) {
+  const r = ((i * 2654435761) >>> 0) % 100;
+  return r === 0 ? 'poison' : r <= 5 ? 'transient' : 'ok';
+}
+
+function orderReport(handled) {
+  let streamsOutOfOrder = 0;
+  for (const seq of handled.values()) {
+    for (let k = 1; k < seq.length; k++) {
+      if (seq[k] < seq[k - 1]) {
+        streamsOutOfOrder += 1;
+        break;
+      }
+    }
+  }
+  return streamsOutOfOrder;
+}
+
+async function failuresSinho() {
+  const log = openSqliteEventLog({ path: join(workDir, 'failures.sqlite') });
+  const handled = new Map();
+  let done = 0;
+  const expectedOk = Array.from({ length: FAILURE_MESSAGES }, (_, i) => fate(i)).filter((f) => f !== 'poison').length;
+  const poison = FAILURE_MESSAGES - expectedOk;
+  let resolveAll;
+  const all = new Promise((r) => (resolveAll = r));
+  const group = await subscribe(log, 'failures', {
+    concurrency: CONCURRENCY,
+    retry: { delaysMs: [20, 20], maxAttempts: 3 },
+    handler: (e, ctx) => {
+      const f = fate(e.data.i);
+      if (f === 'poison' || (f === 'transient' && ctx.attempt === 1)) throw new Error(f);
+      const seq = handled.get(e.stream) ?? [];
+      seq.push(e.data.i);
+      handled.set(e.stream, seq);
+      if (++done === expectedOk) resolveAll();
+    },
+  });
+  const t0 = now();
+  let next = 0;
+  await Promise.all(Array.from({ length: PRODUCERS }, async () => {
+    while (next < FAILURE_MESSAGES) {
+      const i = next++;
+      await log.append(`order-${i % STREAMS}`, [{ type: 'Placed', data: { i, payload: PAYLOAD } }]);
+    }
+  }));
+  await all;
+  while (group.stats().deadLetters < poison) await sleep(10);
+  const seconds = (now() - t0) / 1000;
+  const result = { messages: FAILURE_MESSAGES, poison, deadLetters: group.stats().deadLetters, handled: done, streamsOutOfOrder: orderReport(handled), seconds: +seconds.toFixed(2) };
+  await group.stop();
+  await log.close();
+  return result;
+}
+
+async function failuresRabbitmq() {
+  const connection = await amqp.connect(RABBITMQ_URL);
+  const ch = await connection.createConfirmChannel();
+  const id = `sinho-bench-f-${process.pid}`;
+  const work = `${id}-work`;
+  const retry = `${id}-retry`;
+  const dead = `${id}-dead`;
+  await ch.assertQueue(work, { durable: true });
+  // Retry tier: messages wait out their TTL, then dead-letter back to the work queue.
+  await ch.assertQueue(retry, { durable: true, arguments: { 'x-message-ttl': 20, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': work } });
+  await ch.assertQueue(dead, { durable: true });
+  await ch.prefetch(256);
+  const handled = new Map();
+  let done = 0;
+  let deadLetters = 0;
+  const expectedOk = Array.from({ length: FAILURE_MESSAGES }, (_, i) => fate(i)).filter((f) => f !== 'poison').length;
+  const poison = FAILURE_MESSAGES - expectedOk;
+  let resolveAll;
+  const all = new Promise((r) => (resolveAll = r));
+  const check = () => done === expectedOk && deadLetters === poison && resolveAll();
+  await ch.consume(work, (msg) => {
+    if (!msg) return;
+    const { i, stream } = JSON.parse(msg.content.toString('utf8', 0, 64).split('|')[0]);
+    const attempt = Number(msg.properties.headers['x-attempt'] ?? 1);
+    const f = fate(i);
+    if (f === 'poison' || (f === 'transient' && attempt === 1)) {
+      const target = attempt >= 3 ? dead : retry;
+      ch.sendToQueue(target, msg.content, { persistent: true, headers: { 'x-attempt': attempt + 1 } }, () => {
+        ch.ack(msg);
+        if (target === dead) {
+          deadLetters += 1;
+          check();
+        }
+      });
+      return;
+    }
+    const seq = handled.get(stream) ?? [];
+    seq.push(i);
+    handled.set(stream, seq);
+    ch.ack(msg);
+    done += 1;
+    check();
+  });
+  const t0 = now();
+  let next = 0;
+  let inFlight = 0;
+  const slots = [];
+  await Promise.all(Array.from({ length: PRODUCERS }, async () => {
+    while (next < FAILURE_MESSAGES) {
+      const i = next++;
+      while (inFlight >= 256) await new Promise((r) => slots.push(r));
+      inFlight += 1;
+      const body = Buffer.from(`${JSON.stringify({ i, stream: `order-${i % STREAMS}` })}|${PAYLOAD}`);
+      await new Promise((resolve, reject) => ch.sendToQueue(work, body, { persistent: true }, (err) => (err ? reject(err) : resolve())));
+      inFlight -= 1;
+      slots.shift()?.();
+    }
+  }));
+  await all;
+  const seconds = (now() - t0) / 1000;
+  const result = { messages: FAILURE_MESSAGES, poison, deadLetters, handled: done, streamsOutOfOrder: orderReport(handled), seconds: +seconds.toFixed(2) };
+  for (const q of [work, retry, dead]) await ch.deleteQueue(q);
+  await ch.close();
+  await connection.close();
+  return result;
+}
+
 function writeReport(results) {
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
   writeFileSync(join(root, 'bench', 'results', 'subscription.json'), JSON.stringify(results, null, 2) + '\n');
@@ -254,7 +383,13 @@ function writeReport(results) {
     '',
     `Backlog: a consumer group on SQLite, started in a fresh process, drained ${results.backlog.events.toLocaleString('en-US')} stored events in ${results.backlog.seconds} s (${results.backlog.perSecond.toLocaleString('en-US')} events/s, concurrency ${CONCURRENCY}) with a peak RSS of **${results.backlog.peakRssMB} MB**: at most 1,000 events are read ahead of the handlers, so memory does not grow with the backlog.`,
     '',
-    'Not measured yet: the scenario with 1% poison and 5% transient failures.',
+    `Failures (${FAILURE_MESSAGES.toLocaleString('en-US')} messages over ${STREAMS} streams, 1% poison, 5% failing once, at most 3 attempts):`,
+    '',
+    '| system | poison | dead letters | handled | streams handled out of order | seconds |',
+    '|---|---:|---:|---:|---:|---:|',
+    ...Object.entries(results.failures).map(([name, r]) => `| ${name} | ${r.poison} | ${r.deadLetters} | ${r.handled.toLocaleString('en-US')} | ${r.streamsOutOfOrder} | ${r.seconds} |`),
+    '',
+    'RabbitMQ runs the common retry topology (failed messages republished to a TTL retry queue that dead-letters back to the work queue, then to a dead-letter queue after the third attempt): a retried message goes behind later messages of its stream, so per-stream order is lost. Sinho holds only the failing stream until its retry, so every stream stays in order.',
     '<!-- bench:subscription:end -->',
   ].join('\n');
   const docPath = join(root, 'docs', 'benchmarks.md');
@@ -283,6 +418,9 @@ try {
   results.systems['RabbitMQ'] = await measure('rabbitmq', rabbitmq);
   results.systems['BullMQ'] = await measure('bullmq', bullmq);
   results.backlog = await backlog(BACKLOG);
+  console.log('failures…');
+  results.failures = { 'Sinho (SQLite)': await failuresSinho(), RabbitMQ: await failuresRabbitmq() };
+  console.log(JSON.stringify(results.failures));
   writeReport(results);
   console.log('wrote bench/results/subscription.json and docs/benchmarks.md');
 } finally {

@@ -1,6 +1,6 @@
 import { lookupKeys, planCommit, type CommitPlan } from '../plan.js';
 import type { AppendRequest, CommitResult, StoredEvent } from '../storage.js';
-import type { PgPool, PgQueryable } from './pg-types.js';
+import { inTransaction, type PgPool, type PgQueryable } from './pg-types.js';
 import { eventColumns } from './read.js';
 
 /**
@@ -143,29 +143,25 @@ export async function commitBatch(
   durability: 'durable' | 'relaxed',
   inFlight: InFlightRevisions,
 ): Promise<CommitResult> {
-  const client = await pool.connect();
   const owner = {};
-  let broken: Error | undefined;
   try {
-    await client.query(durability === 'relaxed' ? 'BEGIN; SET LOCAL synchronous_commit TO OFF' : 'BEGIN');
-    try {
-      const { streams, givenIds } = lookupKeys(batch);
-      const current = await client.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [streams]);
-      const revisions = new Map<string, number>();
-      for (const row of current.rows) revisions.set(row.name, Number(row.revision));
-      inFlight.overlay(revisions, streams);
-      const stored = await readStoredIds(client, schema, givenIds);
-      const result =
-        (await planAndWrite(client, schema, channel, batch, durability, revisions, stored, (plan) => inFlight.record(owner, plan.streamRevisions))) ??
-        (await appendInTransaction(client, schema, channel, batch, durability));
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
-      await client.query('ROLLBACK').catch((e: Error) => (broken = e));
-      throw error;
-    }
+    return await inTransaction(
+      pool,
+      async (client) => {
+        const { streams, givenIds } = lookupKeys(batch);
+        const current = await client.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [streams]);
+        const revisions = new Map<string, number>();
+        for (const row of current.rows) revisions.set(row.name, Number(row.revision));
+        inFlight.overlay(revisions, streams);
+        const stored = await readStoredIds(client, schema, givenIds);
+        return (
+          (await planAndWrite(client, schema, channel, batch, durability, revisions, stored, (plan) => inFlight.record(owner, plan.streamRevisions))) ??
+          (await appendInTransaction(client, schema, channel, batch, durability))
+        );
+      },
+      durability === 'relaxed' ? 'BEGIN; SET LOCAL synchronous_commit TO OFF' : 'BEGIN',
+    );
   } finally {
     inFlight.release(owner);
-    client.release(broken);
   }
 }

@@ -1,6 +1,6 @@
 import { SinhoError } from '../../errors.js';
 import type { DeferredRow, GroupCommit, GroupRow, SubscriptionStorage } from '../../subscription/storage.js';
-import type { PgPool } from './pg-types.js';
+import { inTransaction, type PgPool } from './pg-types.js';
 
 interface DeferredRecord {
   position: number;
@@ -17,23 +17,7 @@ interface DeferredRecord {
 /** Consumer-group state in the log's schema, so it commits with a projection's writes. */
 export function createPostgresSubscriptionStorage(pool: PgPool, schema: string): SubscriptionStorage {
   const toGroup = (r: { name: string; position: number; created_at: Date }): GroupRow => ({ name: r.name, position: Number(r.position), createdAt: r.created_at.toISOString() });
-  const inTransaction = async <T>(work: (q: PgPool['query']) => Promise<T>): Promise<T> => {
-    const client = await pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      try {
-        const result = await work(client.query.bind(client) as PgPool['query']);
-        await client.query('COMMIT');
-        return result;
-      } catch (error) {
-        await client.query('ROLLBACK').catch((e: Error) => (broken = e));
-        throw error;
-      }
-    } finally {
-      client.release(broken);
-    }
-  };
+  const transaction = <T>(work: (q: PgPool['query']) => Promise<T>): Promise<T> => inTransaction(pool, (client) => work(client.query.bind(client) as PgPool['query']));
   return {
     supportsStatements: true,
     ensureGroup: async (name, initialPosition) => {
@@ -50,7 +34,7 @@ export function createPostgresSubscriptionStorage(pool: PgPool, schema: string):
       return rows.map(toGroup);
     },
     deleteGroup: (name) =>
-      inTransaction(async (q) => {
+      transaction(async (q) => {
         await q(`DELETE FROM ${schema}.group_deferred WHERE group_name = $1`, [name]);
         await q(`DELETE FROM ${schema}.group_processed WHERE group_name = $1`, [name]);
         await q(`DELETE FROM ${schema}.groups WHERE name = $1`, [name]);
@@ -84,7 +68,7 @@ export function createPostgresSubscriptionStorage(pool: PgPool, schema: string):
       await pool.query(`UPDATE ${schema}.groups SET owner = NULL, lease_until = 0 WHERE name = $1 AND owner = $2`, [group, owner]);
     },
     commitGroup: (group, c: GroupCommit, owner: string) =>
-      inTransaction(async (q) => {
+      transaction(async (q) => {
         // Fencing: lock the group row and check the lease before writing anything.
         const lease = await q<{ owner: string | null }>(`SELECT owner FROM ${schema}.groups WHERE name = $1 FOR UPDATE`, [group]);
         if (lease.rows[0]?.owner !== owner) {
@@ -144,7 +128,7 @@ export function createPostgresSubscriptionStorage(pool: PgPool, schema: string):
       return new Set(rows.map((r) => r.event_id));
     },
     resetGroup: (group, position) =>
-      inTransaction(async (q) => {
+      transaction(async (q) => {
         await q(`UPDATE ${schema}.groups SET position = $2, updated_at = now() WHERE name = $1`, [group, position]);
         await q(`DELETE FROM ${schema}.group_deferred WHERE group_name = $1 AND state <> 'dead'`, [group]);
         await q(`DELETE FROM ${schema}.group_processed WHERE group_name = $1`, [group]);
