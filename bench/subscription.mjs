@@ -234,6 +234,8 @@ async function backlogChild(path) {
 }
 
 const FAILURE_MESSAGES = quick ? 5_000 : 20_000;
+// Longer than the gap between two messages of one stream, as real retry delays are.
+const RETRY_DELAY_MS = 250;
 
 /** Decides, per message, whether it is poison (1%) or fails once (5%); the same for both systems. */
 function fate(i) {
@@ -264,7 +266,7 @@ async function failuresSinho() {
   const all = new Promise((r) => (resolveAll = r));
   const group = await subscribe(log, 'failures', {
     concurrency: CONCURRENCY,
-    retry: { delaysMs: [20, 20], maxAttempts: 3 },
+    retry: { delaysMs: [RETRY_DELAY_MS, RETRY_DELAY_MS], maxAttempts: 3 },
     handler: (e, ctx) => {
       const f = fate(e.data.i);
       if (f === 'poison' || (f === 'transient' && ctx.attempt === 1)) throw new Error(f);
@@ -300,7 +302,7 @@ async function failuresRabbitmq() {
   const dead = `${id}-dead`;
   await ch.assertQueue(work, { durable: true });
   // Retry tier: messages wait out their TTL, then dead-letter back to the work queue.
-  await ch.assertQueue(retry, { durable: true, arguments: { 'x-message-ttl': 20, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': work } });
+  await ch.assertQueue(retry, { durable: true, arguments: { 'x-message-ttl': RETRY_DELAY_MS, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': work } });
   await ch.assertQueue(dead, { durable: true });
   await ch.prefetch(256);
   const handled = new Map();
@@ -383,7 +385,7 @@ function writeReport(results) {
     '',
     `Backlog: a consumer group on SQLite, started in a fresh process, drained ${results.backlog.events.toLocaleString('en-US')} stored events in ${results.backlog.seconds} s (${results.backlog.perSecond.toLocaleString('en-US')} events/s, concurrency ${CONCURRENCY}) with a peak RSS of **${results.backlog.peakRssMB} MB**: at most 1,000 events are read ahead of the handlers, so memory does not grow with the backlog.`,
     '',
-    `Failures (${FAILURE_MESSAGES.toLocaleString('en-US')} messages over ${STREAMS} streams, 1% poison, 5% failing once, at most 3 attempts):`,
+    `Failures (${FAILURE_MESSAGES.toLocaleString('en-US')} messages over ${STREAMS} streams, 1% poison, 5% failing once, at most 3 attempts, ${RETRY_DELAY_MS} ms between attempts):`,
     '',
     '| system | poison | dead letters | handled | streams handled out of order | seconds |',
     '|---|---:|---:|---:|---:|---:|',
