@@ -91,3 +91,30 @@ describe('sqlite: one instance per consumer group', () => {
     }
   });
 });
+
+describe('sqlite: fencing', () => {
+  it('stops an instance whose lease was taken over, and its commits write nothing', async () => {
+    const path = join(dir, 'fence.sqlite');
+    const log = openSqliteEventLog({ path });
+    try {
+      await log.append('fence-1', [{ type: 'A', data: {} }]);
+      const group = await subscribe(log, 'fenced', { handler: () => {}, leaseMs: 300 });
+      await group.waitForCheckpoint(1);
+      const errors: string[] = [];
+      group.on('subscription:error', ({ error }) => errors.push((error as { code?: string }).code ?? error.message));
+      const stopped = new Promise<void>((r) => group.once('subscription:stopped', () => r()));
+      // Another instance takes the group over (as if this one had stalled past its lease).
+      const db = new Database(path);
+      db.prepare("UPDATE sinho_groups SET owner = 'other-instance', lease_until = ? WHERE name = 'fenced'").run(Date.now() + 60_000);
+      const before = db.prepare("SELECT position FROM sinho_groups WHERE name = 'fenced'").get() as { position: number };
+      await log.append('fence-1', [{ type: 'B', data: {} }]);
+      await stopped;
+      assert.deepEqual(errors, ['GROUP_LEASE_LOST']);
+      const after = db.prepare("SELECT position FROM sinho_groups WHERE name = 'fenced'").get() as { position: number };
+      assert.equal(after.position, before.position, 'the fenced instance committed nothing');
+      db.close();
+    } finally {
+      await log.close();
+    }
+  });
+});
