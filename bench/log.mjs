@@ -43,6 +43,8 @@ const dataJson = () => JSON.stringify({ ...PAYLOAD, n: Math.random() });
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 const ms = (ns) => Number(ns) / 1e6;
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+/** The run with the median rate, plus every run's rate. */
+const medianRun = (runs) => ({ ...runs.find((r) => r.eventsPerSecond === median(runs.map((x) => x.eventsPerSecond))), runs: runs.map((r) => r.eventsPerSecond) });
 
 function summarize(latenciesMs, events, seconds) {
   const sorted = [...latenciesMs].sort((a, b) => a - b);
@@ -215,7 +217,7 @@ function readPhase(adapter, target) {
     sinho.push(runReadChild(adapter, target, 'sinho'));
     raw.push(runReadChild(adapter, target, 'raw'));
   }
-  const pick = (runs) => ({ ...runs.find((r) => r.eventsPerSecond === median(runs.map((x) => x.eventsPerSecond))), runs: runs.map((r) => r.eventsPerSecond), peakRssMB: Math.max(...runs.map((r) => r.peakRssMB)) });
+  const pick = (runs) => ({ ...medianRun(runs), peakRssMB: Math.max(...runs.map((r) => r.peakRssMB)) });
   return { sinho: pick(sinho), raw: pick(raw) };
 }
 
@@ -233,9 +235,8 @@ async function benchSqlite() {
     raws.push(rawSqliteInsert(join(dir, `raw-${round}.sqlite`), SIZES.rawBatches));
     groups.push(await concurrent(log, SIZES.concurrentEvents / 2, `conc${round}`));
   }
-  const med = (runs) => ({ ...runs.find((r) => r.eventsPerSecond === median(runs.map((x) => x.eventsPerSecond))), runs: runs.map((r) => r.eventsPerSecond) });
-  result.rawBatchedInsert = med(raws);
-  result.groupCommit = med(groups);
+  result.rawBatchedInsert = medianRun(raws);
+  result.groupCommit = medianRun(groups);
   await fill(log, SIZES.readEvents);
   await log.close();
   result.read = readPhase('sqlite', join(dir, 'log.sqlite'));
@@ -258,9 +259,8 @@ async function benchPostgres() {
       raws.push(await rawPostgresInsert(`${schema}_raw${round}`, SIZES.rawBatches));
       groups.push(await concurrent(log, SIZES.concurrentEvents / 2, `conc${round}`));
     }
-    const med = (runs) => ({ ...runs.find((r) => r.eventsPerSecond === median(runs.map((x) => x.eventsPerSecond))), runs: runs.map((r) => r.eventsPerSecond) });
-    result.rawBatchedInsert = med(raws);
-    result.groupCommit = med(groups);
+      result.rawBatchedInsert = medianRun(raws);
+    result.groupCommit = medianRun(groups);
     await fill(log, Math.min(SIZES.readEvents, quick ? 50_000 : 300_000));
     await log.close();
     result.read = readPhase('postgres', schema);

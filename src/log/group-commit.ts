@@ -16,7 +16,7 @@
  * If the transaction itself fails (disk full, connection lost), every request
  * of that batch is rejected with that error and none of them is written.
  */
-import type { AppendRequest, CommitResult, LogStorage, RequestOutcome } from './storage.js';
+import type { AppendRequest, LogStorage, RequestOutcome } from './storage.js';
 import type { Durability } from './types.js';
 
 interface Pending {

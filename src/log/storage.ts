@@ -7,7 +7,9 @@
  * moves rows in and out of its store. Each adapter folder has the same file
  * set: `schema.ts` (numbered migrations), `append.ts` (one group commit as one
  * transaction), `read.ts` (pages of rows), `notify.ts` (commit wake-ups from
- * other processes) and `index.ts` (the `open…EventLog` factory).
+ * other processes), `subscription.ts` (consumer-group state, see
+ * ../subscription/storage.ts) and `index.ts` (the `open…EventLog` factory).
+ * The PostgreSQL adapter adds `pg-types.ts`, its narrow view of the driver.
  */
 import type { SubscriptionStorage } from '../subscription/storage.js';
 import type { AdapterName, Durability, EventFilter, ExpectedRevision, Snapshot } from './types.js';

@@ -187,6 +187,8 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   private readonly keys = new Map<string, KeyQueue>();
   private readonly ready: KeyQueue[] = [];
   private readonly scheduled = new Map<number, DeferredRow>();
+  /** Positions of scheduled deliveries being delivered right now. */
+  private readonly scheduledRunning = new Set<number>();
   private readonly deadRows = new Map<string, DeferredRow>();
   /** Positions of live (not durably deferred) items in read order, and which of them are done. */
   private readonly pinned: number[] = [];
@@ -546,6 +548,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     } catch (error) {
       this.fail(error as Error);
     } finally {
+      this.scheduledRunning.delete(row.position);
       this.running -= 1;
       this.armDueTimer();
       this.pump();
@@ -560,7 +563,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       const row = q.items[0]?.row;
       if (!q.running && row?.state === 'retry' && row.dueAt !== null) earliest = Math.min(earliest, row.dueAt);
     }
-    for (const row of this.scheduled.values()) if (!(row as { running?: boolean }).running && row.dueAt !== null) earliest = Math.min(earliest, row.dueAt);
+    for (const row of this.scheduled.values()) if (!this.scheduledRunning.has(row.position) && row.dueAt !== null) earliest = Math.min(earliest, row.dueAt);
     if (earliest === this.dueAt && this.dueTimer) return;
     if (this.dueTimer) clearTimeout(this.dueTimer);
     this.dueTimer = undefined;
@@ -578,10 +581,9 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       if (!q.running && row?.state === 'retry' && row.dueAt !== null && row.dueAt <= now) this.markReady(q);
     }
     for (const row of [...this.scheduled.values()]) {
-      const r = row as DeferredRow & { running?: boolean };
-      if (!r.running && r.dueAt !== null && r.dueAt <= now && this.running < this.concurrency) {
-        r.running = true;
-        void this.runScheduled(r);
+      if (!this.scheduledRunning.has(row.position) && row.dueAt !== null && row.dueAt <= now && this.running < this.concurrency) {
+        this.scheduledRunning.add(row.position);
+        void this.runScheduled(row);
       }
     }
     this.pump();

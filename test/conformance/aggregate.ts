@@ -2,11 +2,12 @@
  * Aggregate (decider) conformance, run against every adapter.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import type { Decider, EventLog, EventLogOptions, SinhoError } from '../../src/index.js';
+import type { Decider, SinhoError } from '../../src/index.js';
 import { domainError, handleCommand, loadAggregate, truncateToSnapshot } from '../../src/index.js';
 import { collect, stream } from './event-log.js';
+import { suiteLogs, type LogFactory } from '../support/logs.js';
 
 type AccountCommand = { kind: 'open'; owner: string } | { kind: 'deposit'; amount: number } | { kind: 'withdraw'; amount: number };
 type AccountEvent =
@@ -50,17 +51,9 @@ export const account: Decider<AccountCommand, AccountState, AccountEvent> = {
   },
 };
 
-export function aggregateConformance(name: string, factory: (options?: EventLogOptions) => Promise<EventLog>): void {
+export function aggregateConformance(name: string, factory: LogFactory): void {
   describe(`Aggregate conformance: ${name}`, () => {
-    const opened: EventLog[] = [];
-    const open = async (): Promise<EventLog> => {
-      const log = await factory();
-      opened.push(log);
-      return log;
-    };
-    after(async () => {
-      await Promise.all(opened.map((l) => l.close()));
-    });
+    const open = suiteLogs(factory);
 
     it('decides, appends with the expected revision, and returns the new state', async () => {
       const log = await open();

@@ -3,12 +3,13 @@
  * through a factory that returns a fresh, isolated log.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
-import type { EventLog, EventLogOptions, NewEvent, RecordedEvent, SinhoError } from '../../src/index.js';
+import { describe, it } from 'node:test';
+import type { NewEvent, RecordedEvent } from '../../src/index.js';
 import { createUpcasters, eventSchema } from '../../src/index.js';
 import { randomName } from '../support/services.js';
+import { rejectsWithCode, suiteLogs, type LogFactory } from '../support/logs.js';
 
-export type LogFactory = (options?: EventLogOptions) => Promise<EventLog>;
+export type { LogFactory };
 
 export async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
@@ -24,27 +25,9 @@ function ev(type: string, data: unknown = {}, extra: Partial<NewEvent> = {}): Ne
   return { type, data, ...extra };
 }
 
-async function rejectsWithCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<SinhoError> {
-  try {
-    await (typeof promise === 'function' ? promise() : promise);
-  } catch (error) {
-    assert.equal((error as SinhoError).code, code, `expected code ${code}, got ${(error as SinhoError).code}: ${(error as Error).message}`);
-    return error as SinhoError;
-  }
-  assert.fail(`expected an error with code ${code}`);
-}
-
 export function eventLogConformance(name: string, factory: LogFactory, expectedDurability: 'durable' | 'none'): void {
   describe(`EventLog conformance: ${name}`, () => {
-    const opened: EventLog[] = [];
-    const open = async (options?: EventLogOptions): Promise<EventLog> => {
-      const log = await factory(options);
-      opened.push(log);
-      return log;
-    };
-    after(async () => {
-      await Promise.all(opened.map((l) => l.close()));
-    });
+    const open = suiteLogs(factory);
 
     it('appends and reads a stream in order, with revisions, positions, category and metadata', async () => {
       const log = await open();

@@ -2,12 +2,13 @@
  * Consumer-group conformance, run against every adapter.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import type { EventLog, EventLogOptions, RecordedEvent, SinhoError } from '../../src/index.js';
+import type { EventLog, RecordedEvent } from '../../src/index.js';
 import { consumerGroups, subscribe } from '../../src/index.js';
 import { randomName } from '../support/services.js';
 import { stream } from './event-log.js';
+import { rejectsWithCode, suiteLogs, type LogFactory } from '../support/logs.js';
 
 /** SQL a transactional handler runs, in the adapter's dialect (absent for memory). */
 export interface ProjectionFixture {
@@ -27,24 +28,9 @@ async function until(condition: () => boolean, timeoutMs = 10_000, what = 'condi
   }
 }
 
-async function rejectsWithCode(call: () => Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(call, (e: SinhoError) => {
-    assert.equal(e.code, code, e.message);
-    return true;
-  });
-}
-
-export function subscriptionConformance(name: string, factory: (options?: EventLogOptions) => Promise<EventLog>, projection?: ProjectionFixture): void {
+export function subscriptionConformance(name: string, factory: LogFactory, projection?: ProjectionFixture): void {
   describe(`Subscription conformance: ${name}`, { timeout: 60_000 }, () => {
-    const opened: EventLog[] = [];
-    const open = async (): Promise<EventLog> => {
-      const log = await factory();
-      opened.push(log);
-      return log;
-    };
-    after(async () => {
-      await Promise.all(opened.map((l) => l.close()));
-    });
+    const open = suiteLogs(factory);
 
     it('delivers every bound event once, in per-stream order, resuming from its checkpoint', async () => {
       const log = await open();
