@@ -162,6 +162,10 @@ function positiveInt(value: unknown, name: string, fallback: number): number {
   return v as number;
 }
 
+function deadKey(kind: DeferredRow['kind'], position: number): string {
+  return `${kind}:${position}`;
+}
+
 function errorMessage(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;
   return String(error);
@@ -189,6 +193,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   private readonly scheduled = new Map<number, DeferredRow>();
   /** Positions of scheduled deliveries being delivered right now. */
   private readonly scheduledRunning = new Set<number>();
+  /** Dead letters by `deadKey(kind, position)`: an event can be dead both in its key's flow and as a scheduled delivery. */
   private readonly deadRows = new Map<string, DeferredRow>();
   /** Positions of live (not durably deferred) items in read order, and which of them are done. */
   private readonly pinned: number[] = [];
@@ -289,11 +294,12 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
 
   private restore(row: DeferredRow): void {
     if (row.kind === 'scheduled') {
-      this.scheduled.set(row.position, row);
+      if (row.state === 'dead') this.deadRows.set(deadKey('scheduled', row.position), row);
+      else this.scheduled.set(row.position, row);
       return;
     }
     if (row.state === 'dead') {
-      this.deadRows.set(`${row.position}`, row);
+      this.deadRows.set(deadKey('ordered', row.position), row);
       if (this.deadLetterPolicy === 'skip') return;
     }
     const q = this.queueOf(row.key);
@@ -463,7 +469,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     item.event = undefined;
     if (attempt >= this.retry.maxAttempts) {
       item.row = this.deferRow(item.position, event.id, q.key, 'dead', attempt, null, errors);
-      this.deadRows.set(`${item.position}`, item.row);
+      this.deadRows.set(deadKey('ordered', item.position), item.row);
       this.emit('subscription:dead-letter', { group: this.name, position: item.position, key: q.key, attempts: attempt, error: message });
       if (this.deadLetterPolicy === 'skip') {
         q.items.shift();
@@ -539,7 +545,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       if (attempt >= this.retry.maxAttempts) {
         this.scheduled.delete(row.position);
         const dead = this.deferRow(row.position, row.eventId, row.key, 'dead', attempt, null, errors, 'scheduled');
-        this.deadRows.set(`s${row.position}`, dead);
+        this.deadRows.set(deadKey('scheduled', row.position), dead);
         this.emit('subscription:dead-letter', { group: this.name, position: row.position, key: row.key, attempts: attempt, error: message });
       } else {
         const next = this.deferRow(row.position, row.eventId, row.key, 'scheduled', attempt, Date.now() + this.retry.delayAfter(attempt), errors, 'scheduled');
@@ -626,7 +632,6 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
           this.checkpoint = commit.position;
           this.emit('subscription:checkpoint', { group: this.name, position: commit.position });
         }
-        for (const d of commit.deletes) if (d.kind === 'ordered') this.deadRows.delete(`${d.position}`);
       } catch (error) {
         // The state in memory is ahead of the store; the only safe continuation
         // is to stop and let a restart resume from what was committed.
@@ -674,6 +679,18 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     };
   }
 
+  /** Removes and returns the dead letter at `position` (the one in its key's flow first, then a scheduled one). */
+  private takeDeadLetter(position: number): DeferredRow {
+    for (const kind of ['ordered', 'scheduled'] as const) {
+      const row = this.deadRows.get(deadKey(kind, position));
+      if (row) {
+        this.deadRows.delete(deadKey(kind, position));
+        return row;
+      }
+    }
+    throw new InvalidInput('INVALID_ARGUMENT', `Group ${this.name} has no dead letter at position ${position}.`, { position });
+  }
+
   /** Dead letters of this group (from its running state). */
   deadLetters(): DeadLetter[] {
     return [...this.deadRows.values()]
@@ -687,16 +704,15 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
    * delivered on its own, like a delayed delivery due now.
    */
   async redeliver(position: number): Promise<void> {
-    const row = this.deadRows.get(`${position}`);
-    if (!row) throw new InvalidInput('INVALID_ARGUMENT', `Group ${this.name} has no dead letter at position ${position}.`, { position });
-    this.deadRows.delete(`${position}`);
-    const q = this.keys.get(row.key);
+    const row = this.takeDeadLetter(position);
+    const q = row.kind === 'ordered' ? this.keys.get(row.key) : undefined;
     const item = q?.items.find((i) => i.position === position);
     if (q && item) {
       item.row = this.deferRow(position, row.eventId, row.key, 'retry', 0, Date.now(), []);
       if (q.items[0] === item) this.markReady(q);
     } else {
-      this.dirty.deletes.push({ position, kind: row.kind });
+      // A dead scheduled row is replaced by the upsert below (a delete would run after it and remove it).
+      if (row.kind === 'ordered') this.dirty.deletes.push({ position, kind: 'ordered' });
       const scheduled = this.deferRow(position, row.eventId, row.key, 'scheduled', 0, Date.now(), [], 'scheduled');
       this.scheduled.set(position, scheduled);
       this.armDueTimer();
@@ -707,12 +723,10 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
 
   /** Drops a dead letter for good. With `park`, its key continues with the next event. */
   async discard(position: number): Promise<void> {
-    const row = this.deadRows.get(`${position}`);
-    if (!row) throw new InvalidInput('INVALID_ARGUMENT', `Group ${this.name} has no dead letter at position ${position}.`, { position });
-    this.deadRows.delete(`${position}`);
-    this.dirty.deletes.push({ position, kind: 'ordered' });
+    const row = this.takeDeadLetter(position);
+    this.dirty.deletes.push({ position, kind: row.kind });
     this.touch();
-    const q = this.keys.get(row.key);
+    const q = row.kind === 'ordered' ? this.keys.get(row.key) : undefined;
     const index = q?.items.findIndex((i) => i.position === position) ?? -1;
     if (q && index !== -1) {
       q.items.splice(index, 1);

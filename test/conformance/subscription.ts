@@ -224,6 +224,40 @@ export function subscriptionConformance(name: string, factory: LogFactory, proje
       await g.stop();
     });
 
+    it('keeps a failed scheduled delivery as a dead letter across restarts, and redelivers it', async () => {
+      const log = await open();
+      const s = stream('check');
+      await log.append(s, [{ type: 'Requested', data: {} }]);
+      const group = randomName('sched-dead');
+      let failScheduled = true;
+      const calls: boolean[] = [];
+      const options = {
+        bindings: [{ kind: 'direct' as const, key: 'check.Requested' }],
+        retry: { delaysMs: [10], maxAttempts: 2 },
+        handler: async (_e: RecordedEvent, ctx: { scheduled: boolean; schedule(ms: number): void }) => {
+          calls.push(ctx.scheduled);
+          if (!ctx.scheduled) ctx.schedule(10);
+          else if (failScheduled) throw new Error('ledger unreachable');
+        },
+      };
+      let g = await subscribe(log, group, options);
+      await until(() => g.stats().deadLetters === 1, 5_000, 'the scheduled delivery to die');
+      assert.deepEqual(calls, [false, true, true], 'one live delivery, then maxAttempts scheduled ones');
+      await g.stop();
+      // After a restart the dead scheduled delivery stays dead: it is not delivered again by itself.
+      g = await subscribe(log, group, options);
+      await sleep(100);
+      assert.equal(calls.length, 3);
+      const [letter] = g.deadLetters();
+      assert.equal(letter?.attempts, 2);
+      failScheduled = false;
+      await g.redeliver(letter!.position);
+      await until(() => calls.length === 4, 5_000, 'the redelivery');
+      await until(() => g.stats().deadLetters === 0, 5_000, 'the dead letter to go');
+      await g.stop();
+      assert.deepEqual(await consumerGroups(log).deadLetters(group), []);
+    });
+
     it('replays from a position after a reset', async () => {
       const log = await open();
       const s = stream('replay');
