@@ -19,7 +19,8 @@ export {
   type LoadedAggregate,
 } from './aggregate/handle-command.js';
 export { matchBinding, matchHeaders, matchTopic, routingKeyOf, topicWords, validateBindings, ROUTING_KEY_HEADER, type Binding } from './subscription/routing.js';
-export { subscribe, consumerGroups, ConsumerGroup, type ConsumerGroupAdmin, type GroupInfo } from './subscription/index.js';
+export { subscribe, consumerGroups, ConsumerGroup, PartitionedGroup, type ConsumerGroupAdmin, type GroupInfo, type Subscription } from './subscription/index.js';
+export { partitionOf } from './subscription/partitioning.js';
 export type {
   SubscribeOptions,
   DeliveryContext,

@@ -43,5 +43,5 @@ const projection: ProjectionFixture = {
 describe('postgres adapter', { skip }, () => {
   eventLogConformance('postgres', factory, 'durable');
   aggregateConformance('postgres', factory);
-  subscriptionConformance('postgres', factory, projection);
+  subscriptionConformance('postgres', factory, projection, (log) => openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(log)!, poolSize: 4 }));
 });

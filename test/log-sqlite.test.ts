@@ -41,7 +41,7 @@ const projection: ProjectionFixture = {
 
 eventLogConformance('sqlite', factory, 'durable');
 aggregateConformance('sqlite', factory);
-subscriptionConformance('sqlite', factory, projection);
+subscriptionConformance('sqlite', factory, projection, async (log) => openSqliteEventLog({ path: paths.get(log)!, externalCommitCheckMs: 20 }));
 
 describe('sqlite: two connections on one file', () => {
   it('wakes a follower on one connection when another connection commits, and keeps positions unique', async () => {

@@ -35,6 +35,7 @@ import { InvalidInput, SinhoError } from '../errors.js';
 import type { EventLog, RecordedEvent } from '../log/types.js';
 import { matchBinding, validateBindings, type Binding } from './routing.js';
 import { resolveRetry, type ResolvedRetry, type RetryPolicy } from './retry.js';
+import { partitionOf } from './partitioning.js';
 import type { DeferredRow, GroupCommit, ProjectionStatement, SubscriptionStorage } from './storage.js';
 
 /** What a handler learns about a delivery. */
@@ -95,6 +96,15 @@ export interface SubscribeOptions {
    * twice this long for it. Default 10,000.
    */
   leaseMs?: number;
+  /**
+   * Splits the group into this many leased partitions (by a hash of the
+   * ordering key) so that several processes can run it together; each
+   * partition has its own checkpoint and lease, and `concurrency` and
+   * `maxBuffered` apply per partition. Every node must give the same count,
+   * and it cannot change once the group exists. Default: not partitioned (one
+   * instance at a time).
+   */
+  partitions?: number;
 }
 
 export interface GroupStats {
@@ -130,6 +140,8 @@ export interface SubscriptionEventMap {
   'subscription:checkpoint': [{ group: string; position: number }];
   'subscription:error': [{ group: string; error: Error }];
   'subscription:stopped': [{ group: string }];
+  /** A partitioned group's node took or gave up partitions; `partitions` are the ones it runs now. */
+  'subscription:rebalance': [{ group: string; member: string; members: number; partitions: number[] }];
 }
 
 interface Item {
@@ -169,6 +181,14 @@ function deadKey(kind: DeferredRow['kind'], position: number): string {
 function errorMessage(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;
   return String(error);
+}
+
+/** Which share of a partitioned group's events an engine delivers. */
+export interface PartitionOf {
+  index: number;
+  count: number;
+  /** Start only if the partition's lease is free now (a partitioned group retries on its next rebalance). */
+  leaseOnce: boolean;
 }
 
 export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
@@ -228,9 +248,11 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     private readonly storage: SubscriptionStorage,
     name: string,
     private readonly options: SubscribeOptions,
+    /** Set by a partitioned group for each partition it runs (see partitioned-group.ts). */
+    private readonly part?: PartitionOf,
   ) {
     super();
-    this.name = validateGroupName(name);
+    this.name = part ? name : validateGroupName(name);
     if (typeof options !== 'object' || options === null) throw new InvalidInput('INVALID_ARGUMENT', 'subscribe needs options with a handler or a project function.');
     if ((options.handler === undefined) === (options.project === undefined)) {
       throw new InvalidInput('INVALID_ARGUMENT', 'Give exactly one of handler (at-least-once) or project (transactional).');
@@ -265,9 +287,9 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     const start = this.options.startFrom ?? 'beginning';
     const initial = start === 'beginning' ? 0 : start === 'end' ? await this.log.headPosition() : Math.max(0, start.position - 1);
     const row = await this.storage.ensureGroup(this.name, initial);
-    const deadline = Date.now() + 2 * this.leaseMs;
+    const deadline = this.part?.leaseOnce ? 0 : Date.now() + 2 * this.leaseMs;
     while (!(await this.storage.acquireLease(this.name, this.owner, this.leaseMs))) {
-      if (Date.now() > deadline) {
+      if (Date.now() >= deadline) {
         throw new SinhoError('GROUP_BUSY', `Consumer group "${this.name}" is held by another instance (its lease did not expire within ${2 * this.leaseMs} ms).`, { group: this.name });
       }
       await new Promise((r) => setTimeout(r, Math.max(10, this.leaseMs / 4)));
@@ -320,7 +342,13 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       for await (const event of this.log.follow({ fromPosition: this.readPosition + 1, signal: this.abort.signal })) {
         this.readPosition = event.position;
         if (event.position > this.knownHead) this.knownHead = event.position;
-        if (this.bindings.some((b) => matchBinding(b, event))) this.enqueue(event);
+        if (this.bindings.some((b) => matchBinding(b, event))) {
+          const key = this.orderingKey(event);
+          if (!this.part || partitionOf(key, this.part.count) === this.part.index) this.enqueue(event, key);
+        }
+        // Commit the checkpoint now and then even when nothing here matches, so
+        // that lag (and a partitioned group's progress) is visible in the store.
+        if (!this.flushTimer && !this.stopped) this.flushTimer = setTimeout(() => void this.flush(), this.checkpointIntervalMs);
         while (this.buffered >= this.maxBuffered && !this.closing) await new Promise<void>((r) => (this.wakeReader = r));
         if (this.closing) return;
       }
@@ -329,8 +357,8 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     }
   }
 
-  private enqueue(event: RecordedEvent): void {
-    const q = this.queueOf(this.orderingKey(event));
+  private enqueue(event: RecordedEvent, key: string): void {
+    const q = this.queueOf(key);
     const item: Item = { position: event.position };
     if (q.blocked) {
       // Durable and out of memory: it is read again from the log when its turn comes.

@@ -10,6 +10,8 @@ export interface GroupRow {
   name: string;
   /** Every matching event at or below this position is handled, or recorded as deferred. */
   position: number;
+  /** How many leased partitions the group is split into; 0 when it runs as one (a single lease). */
+  partitions: number;
   createdAt: string;
 }
 
@@ -67,10 +69,19 @@ export interface SubscriptionStorage {
   acquireLease(group: string, owner: string, leaseMs: number): Promise<boolean>;
   /** Gives the lease up (only if `owner` holds it). */
   releaseLease(group: string, owner: string): Promise<void>;
-  /** Creates the group at `initialPosition` unless it exists; returns it as stored. */
-  ensureGroup(name: string, initialPosition: number): Promise<GroupRow>;
+  /** Creates the group at `initialPosition` (with `partitions`, default 0) unless it exists; returns it as stored. */
+  ensureGroup(name: string, initialPosition: number, partitions?: number): Promise<GroupRow>;
+  /**
+   * Records `member` as a live member of partitioned group `group` until now +
+   * `ttlMs` (by the store's clock), forgets members whose time ran out, and
+   * returns the live members, sorted.
+   */
+  heartbeat(group: string, member: string, ttlMs: number): Promise<string[]>;
+  /** Removes `member` from the group's members (a graceful leave). */
+  leave(group: string, member: string): Promise<void>;
   getGroup(name: string): Promise<GroupRow | undefined>;
   listGroups(): Promise<GroupRow[]>;
+  /** Deletes the group with its deferred rows, processed ids and members. */
   deleteGroup(name: string): Promise<void>;
   loadDeferred(group: string): Promise<DeferredRow[]>;
   /**

@@ -28,7 +28,11 @@ async function until(condition: () => boolean, timeoutMs = 10_000, what = 'condi
   }
 }
 
-export function subscriptionConformance(name: string, factory: LogFactory, projection?: ProjectionFixture): void {
+/**
+ * `peer` opens a second log on the same store as `log`, as another node would
+ * (absent for memory, whose store lives in one log object).
+ */
+export function subscriptionConformance(name: string, factory: LogFactory, projection?: ProjectionFixture, peer?: (log: EventLog) => Promise<EventLog>): void {
   describe(`Subscription conformance: ${name}`, { timeout: 60_000 }, () => {
     const open = suiteLogs(factory);
 
@@ -310,6 +314,88 @@ export function subscriptionConformance(name: string, factory: LogFactory, proje
       await g.stop();
       if (!projection) await rejectsWithCode(() => subscribe(log, randomName('p'), { project: () => {} }), 'UNSUPPORTED');
     });
+
+    it('runs a partitioned group: every partition delivers its keys in order; admin sees one group', async () => {
+      const log = await open();
+      const streams = Array.from({ length: 12 }, () => stream('part'));
+      for (let i = 0; i < 5; i++) await Promise.all(streams.map((s) => log.append(s, [{ type: 'Tick', data: { i } }])));
+      const seen = new Map<string, number[]>();
+      const group = randomName('parts');
+      const options = {
+        partitions: 4,
+        leaseMs: 300,
+        bindings: [{ kind: 'topic' as const, pattern: 'part.*' }],
+        handler: async (e: RecordedEvent) => void seen.set(e.stream, [...(seen.get(e.stream) ?? []), (e.data as { i: number }).i]),
+      };
+      const g = await subscribe(log, group, options);
+      assert.deepEqual(g.stats().partitions, [0, 1, 2, 3], 'a lone node runs every partition');
+      await g.waitForCheckpoint(await log.headPosition());
+      for (const s of streams) assert.deepEqual(seen.get(s), [0, 1, 2, 3, 4]);
+      const [info, ...others] = (await consumerGroups(log).list()).filter((i) => i.name === group || i.name.startsWith(`${group}#`));
+      assert.equal(others.length, 0, 'partitions are not listed as groups of their own');
+      assert.equal(info?.partitions, 4);
+      assert.equal(info?.lag, 0);
+      await rejectsWithCode(() => subscribe(log, group, options), 'INVALID_ARGUMENT');
+      await g.stop();
+      await rejectsWithCode(() => subscribe(log, group, { ...options, partitions: 8 }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, group, { handler: options.handler }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => subscribe(log, randomName('p'), { ...options, partitions: 0 }), 'INVALID_ARGUMENT');
+      // Reset and delete act on every partition.
+      await consumerGroups(log).reset(group, 1);
+      const again = await subscribe(log, group, options);
+      await again.waitForCheckpoint(await log.headPosition());
+      await again.stop();
+      for (const s of streams) assert.deepEqual(seen.get(s), [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
+      await consumerGroups(log).delete(group);
+      assert.equal((await consumerGroups(log).list()).some((i) => i.name.startsWith(group)), false);
+    });
+
+    if (peer) {
+      it('rebalances partitions between nodes as they join and leave, keeping per-stream order', async () => {
+        const log = await open();
+        const other = await peer(log);
+        try {
+          const streams = Array.from({ length: 16 }, () => stream('node'));
+          const seen = new Map<string, number[]>();
+          const handledBy = { a: 0, b: 0 };
+          const group = randomName('nodes');
+          const options = (node: 'a' | 'b') => ({
+            partitions: 6,
+            leaseMs: 300,
+            bindings: [{ kind: 'topic' as const, pattern: 'node.*' }],
+            handler: async (e: RecordedEvent) => {
+              await sleep(Math.random());
+              handledBy[node] += 1;
+              seen.set(e.stream, [...(seen.get(e.stream) ?? []), (e.data as { i: number }).i]);
+            },
+          });
+          let i = 0;
+          const appendRound = () => Promise.all(streams.map((s) => log.append(s, [{ type: 'Tick', data: { i } }]))).then(() => void (i += 1));
+          const a = await subscribe(log, group, options('a'));
+          await appendRound();
+          const b = await subscribe(other, group, options('b'));
+          // Keep appending while B joins: A hands three partitions over, B takes them.
+          while (a.owned().length !== 3 || b.owned().length !== 3) {
+            await appendRound();
+            await sleep(20);
+          }
+          assert.deepEqual([...a.owned(), ...b.owned()].sort(), [0, 1, 2, 3, 4, 5]);
+          for (let k = 0; k < 3; k++) await appendRound();
+          await a.waitForCheckpoint(await log.headPosition());
+          assert.ok(handledBy.b > 0, 'the joining node handled events');
+          // B leaves gracefully: A takes every partition back.
+          await b.stop();
+          await until(() => a.owned().length === 6, 5_000, 'A to take the partitions back');
+          await appendRound();
+          await a.waitForCheckpoint(await log.headPosition());
+          await a.stop();
+          const expected = Array.from({ length: i }, (_, k) => k);
+          for (const s of streams) assert.deepEqual(seen.get(s), expected, `${s}: every event once, in order, across two handovers`);
+        } finally {
+          await other.close();
+        }
+      });
+    }
 
     if (projection) {
       it('commits a transactional handler\'s writes with the checkpoint, exactly once', async () => {

@@ -12,6 +12,7 @@ interface MemoryGroup {
 /** Consumer-group state in process memory (lost on exit, like the memory log). No SQL, so no projection statements. */
 export function createMemorySubscriptionStorage(): SubscriptionStorage {
   const groups = new Map<string, MemoryGroup>();
+  const members = new Map<string, Map<string, number>>();
   const get = (name: string): MemoryGroup => {
     const g = groups.get(name);
     if (!g) throw new SinhoError('UNKNOWN_GROUP', `No consumer group named "${name}".`, { group: name });
@@ -19,16 +20,30 @@ export function createMemorySubscriptionStorage(): SubscriptionStorage {
   };
   return {
     supportsStatements: false,
-    ensureGroup: async (name, initialPosition) => {
-      if (!groups.has(name)) groups.set(name, { row: { name, position: initialPosition, createdAt: new Date().toISOString() }, owner: null, leaseUntil: 0, deferred: new Map(), processed: new Map() });
+    ensureGroup: async (name, initialPosition, partitions = 0) => {
+      if (!groups.has(name)) {
+        groups.set(name, { row: { name, position: initialPosition, partitions, createdAt: new Date().toISOString() }, owner: null, leaseUntil: 0, deferred: new Map(), processed: new Map() });
+      }
       return { ...get(name).row };
     },
+    heartbeat: async (group, member, ttlMs) => {
+      let live = members.get(group);
+      if (!live) members.set(group, (live = new Map()));
+      const now = Date.now();
+      live.set(member, now + ttlMs);
+      for (const [m, until] of live) if (until < now) live.delete(m);
+      return [...live.keys()].sort();
+    },
+    leave: async (group, member) => void members.get(group)?.delete(member),
     getGroup: async (name) => {
       const g = groups.get(name);
       return g && { ...g.row };
     },
     listGroups: async () => [...groups.values()].map((g) => ({ ...g.row })).sort((a, b) => a.name.localeCompare(b.name)),
-    deleteGroup: async (name) => void groups.delete(name),
+    deleteGroup: async (name) => {
+      groups.delete(name);
+      members.delete(name);
+    },
     loadDeferred: async (group) => [...(groups.get(group)?.deferred.values() ?? [])].map((r) => structuredClone(r)).sort((a, b) => a.position - b.position),
     acquireLease: async (group, owner, leaseMs) => {
       const g = get(group);

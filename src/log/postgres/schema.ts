@@ -151,6 +151,19 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: (schema:
       CREATE INDEX group_processed_position ON ${s}.group_processed (group_name, position);
     `,
   },
+  {
+    version: 3,
+    name: 'partitioned consumer groups',
+    sql: (s) => `
+      ALTER TABLE ${s}.groups ADD COLUMN partitions integer NOT NULL DEFAULT 0;
+      CREATE TABLE ${s}.group_members (
+        group_name text   NOT NULL,
+        member     text   NOT NULL,
+        until      bigint NOT NULL,
+        PRIMARY KEY (group_name, member)
+      );
+    `,
+  },
 ];
 
 export async function migrate(db: PgQueryable, schema: string): Promise<void> {

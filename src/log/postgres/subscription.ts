@@ -2,6 +2,16 @@ import { SinhoError } from '../../errors.js';
 import type { DeferredRow, GroupCommit, GroupRow, SubscriptionStorage } from '../../subscription/storage.js';
 import { inTransaction, type PgPool } from './pg-types.js';
 
+/** The database's clock in epoch milliseconds (statement time, the same for every use in one statement). */
+const NOW_MS = `(extract(epoch from statement_timestamp()) * 1000)::bigint`;
+
+interface GroupRecord {
+  name: string;
+  position: number;
+  partitions: number;
+  created_at: Date;
+}
+
 interface DeferredRecord {
   position: number;
   kind: DeferredRow['kind'];
@@ -16,27 +26,28 @@ interface DeferredRecord {
 
 /** Consumer-group state in the log's schema, so it commits with a projection's writes. */
 export function createPostgresSubscriptionStorage(pool: PgPool, schema: string): SubscriptionStorage {
-  const toGroup = (r: { name: string; position: number; created_at: Date }): GroupRow => ({ name: r.name, position: Number(r.position), createdAt: r.created_at.toISOString() });
+  const toGroup = (r: GroupRecord): GroupRow => ({ name: r.name, position: Number(r.position), partitions: r.partitions, createdAt: r.created_at.toISOString() });
   const transaction = <T>(work: (q: PgPool['query']) => Promise<T>): Promise<T> => inTransaction(pool, (client) => work(client.query.bind(client) as PgPool['query']));
   return {
     supportsStatements: true,
-    ensureGroup: async (name, initialPosition) => {
-      await pool.query(`INSERT INTO ${schema}.groups (name, position) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, [name, initialPosition]);
-      const { rows } = await pool.query<{ name: string; position: number; created_at: Date }>(`SELECT name, position, created_at FROM ${schema}.groups WHERE name = $1`, [name]);
+    ensureGroup: async (name, initialPosition, partitions = 0) => {
+      await pool.query(`INSERT INTO ${schema}.groups (name, position, partitions) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`, [name, initialPosition, partitions]);
+      const { rows } = await pool.query<GroupRecord>(`SELECT name, position, partitions, created_at FROM ${schema}.groups WHERE name = $1`, [name]);
       return toGroup(rows[0]!);
     },
     getGroup: async (name) => {
-      const { rows } = await pool.query<{ name: string; position: number; created_at: Date }>(`SELECT name, position, created_at FROM ${schema}.groups WHERE name = $1`, [name]);
+      const { rows } = await pool.query<GroupRecord>(`SELECT name, position, partitions, created_at FROM ${schema}.groups WHERE name = $1`, [name]);
       return rows[0] && toGroup(rows[0]);
     },
     listGroups: async () => {
-      const { rows } = await pool.query<{ name: string; position: number; created_at: Date }>(`SELECT name, position, created_at FROM ${schema}.groups ORDER BY name`);
+      const { rows } = await pool.query<GroupRecord>(`SELECT name, position, partitions, created_at FROM ${schema}.groups ORDER BY name`);
       return rows.map(toGroup);
     },
     deleteGroup: (name) =>
       transaction(async (q) => {
         await q(`DELETE FROM ${schema}.group_deferred WHERE group_name = $1`, [name]);
         await q(`DELETE FROM ${schema}.group_processed WHERE group_name = $1`, [name]);
+        await q(`DELETE FROM ${schema}.group_members WHERE group_name = $1`, [name]);
         await q(`DELETE FROM ${schema}.groups WHERE name = $1`, [name]);
       }),
     loadDeferred: async (group) => {
@@ -56,13 +67,35 @@ export function createPostgresSubscriptionStorage(pool: PgPool, schema: string):
         updatedAt: r.updated_at.toISOString(),
       }));
     },
+    // Lease and membership times come from the database's clock, so that
+    // nodes whose clocks disagree still agree on when a lease ran out.
     acquireLease: async (group, owner, leaseMs) => {
-      const now = Date.now();
       const r = await pool.query(
-        `UPDATE ${schema}.groups SET owner = $2, lease_until = $3 WHERE name = $1 AND (owner IS NULL OR owner = $2 OR lease_until < $4)`,
-        [group, owner, now + leaseMs, now],
+        `UPDATE ${schema}.groups SET owner = $2, lease_until = ${NOW_MS} + $3
+         WHERE name = $1 AND (owner IS NULL OR owner = $2 OR lease_until < ${NOW_MS})`,
+        [group, owner, leaseMs],
       );
       return r.rowCount === 1;
+    },
+    heartbeat: async (group, member, ttlMs) => {
+      // One statement, so it needs no transaction and works through a pooler.
+      const { rows } = await pool.query<{ member: string }>(
+        `WITH beat AS (
+           INSERT INTO ${schema}.group_members (group_name, member, until) VALUES ($1, $2, ${NOW_MS} + $3)
+           ON CONFLICT (group_name, member) DO UPDATE SET until = EXCLUDED.until
+         ), expired AS (
+           DELETE FROM ${schema}.group_members WHERE group_name = $1 AND until < ${NOW_MS} AND member <> $2
+         )
+         SELECT member FROM (
+           SELECT member FROM ${schema}.group_members WHERE group_name = $1 AND until >= ${NOW_MS} AND member <> $2
+           UNION SELECT $2::text
+         ) live ORDER BY member COLLATE "C"`,
+        [group, member, ttlMs],
+      );
+      return rows.map((r) => r.member);
+    },
+    leave: async (group, member) => {
+      await pool.query(`DELETE FROM ${schema}.group_members WHERE group_name = $1 AND member = $2`, [group, member]);
     },
     releaseLease: async (group, owner) => {
       await pool.query(`UPDATE ${schema}.groups SET owner = NULL, lease_until = 0 WHERE name = $1 AND owner = $2`, [group, owner]);

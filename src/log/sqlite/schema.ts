@@ -81,6 +81,19 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       CREATE INDEX sinho_group_processed_position ON sinho_group_processed (group_name, position);
     `,
   },
+  {
+    version: 3,
+    name: 'partitioned consumer groups',
+    sql: `
+      ALTER TABLE sinho_groups ADD COLUMN partitions INTEGER NOT NULL DEFAULT 0;
+      CREATE TABLE sinho_group_members (
+        group_name TEXT    NOT NULL,
+        member     TEXT    NOT NULL,
+        until      INTEGER NOT NULL,
+        PRIMARY KEY (group_name, member)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 export function migrate(db: Database.Database): void {

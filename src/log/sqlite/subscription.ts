@@ -2,6 +2,13 @@ import type Database from 'better-sqlite3';
 import { SinhoError } from '../../errors.js';
 import type { DeferredRow, GroupCommit, GroupRow, SubscriptionStorage } from '../../subscription/storage.js';
 
+interface GroupRecord {
+  name: string;
+  position: number;
+  partitions: number;
+  created_at: string;
+}
+
 interface DeferredRecord {
   position: number;
   kind: DeferredRow['kind'];
@@ -29,9 +36,14 @@ const toRow = (r: DeferredRecord): DeferredRow => ({
 /** Consumer-group state in the same SQLite file as the log, so it commits with a projection's writes. */
 export function createSqliteSubscriptionStorage(db: Database.Database): SubscriptionStorage {
   const s = {
-    insertGroup: db.prepare('INSERT INTO sinho_groups (name, position, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING'),
-    getGroup: db.prepare<[string], { name: string; position: number; created_at: string }>('SELECT name, position, created_at FROM sinho_groups WHERE name = ?'),
-    listGroups: db.prepare<[], { name: string; position: number; created_at: string }>('SELECT name, position, created_at FROM sinho_groups ORDER BY name'),
+    insertGroup: db.prepare('INSERT INTO sinho_groups (name, position, partitions, created_at, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING'),
+    getGroup: db.prepare<[string], GroupRecord>('SELECT name, position, partitions, created_at FROM sinho_groups WHERE name = ?'),
+    listGroups: db.prepare<[], GroupRecord>('SELECT name, position, partitions, created_at FROM sinho_groups ORDER BY name'),
+    upsertMember: db.prepare('INSERT INTO sinho_group_members (group_name, member, until) VALUES (?, ?, ?) ON CONFLICT (group_name, member) DO UPDATE SET until = excluded.until'),
+    expireMembers: db.prepare('DELETE FROM sinho_group_members WHERE group_name = ? AND until < ?'),
+    liveMembers: db.prepare<[string], { member: string }>('SELECT member FROM sinho_group_members WHERE group_name = ? ORDER BY member'),
+    deleteMember: db.prepare('DELETE FROM sinho_group_members WHERE group_name = ? AND member = ?'),
+    deleteMembersAll: db.prepare('DELETE FROM sinho_group_members WHERE group_name = ?'),
     deleteGroup: db.prepare('DELETE FROM sinho_groups WHERE name = ?'),
     deleteDeferredAll: db.prepare('DELETE FROM sinho_group_deferred WHERE group_name = ?'),
     deleteProcessedAll: db.prepare('DELETE FROM sinho_group_processed WHERE group_name = ?'),
@@ -82,14 +94,22 @@ export function createSqliteSubscriptionStorage(db: Database.Database): Subscrip
       s.pruneProcessed.run(group, c.position);
     }
   });
-  const toGroup = (r: { name: string; position: number; created_at: string }): GroupRow => ({ name: r.name, position: r.position, createdAt: r.created_at });
+  const toGroup = (r: GroupRecord): GroupRow => ({ name: r.name, position: r.position, partitions: r.partitions, createdAt: r.created_at });
+  const heartbeat = db.transaction((group: string, member: string, ttlMs: number) => {
+    const now = Date.now();
+    s.upsertMember.run(group, member, now + ttlMs);
+    s.expireMembers.run(group, now);
+    return s.liveMembers.all(group).map((r) => r.member);
+  });
   return {
     supportsStatements: true,
-    ensureGroup: async (name, initialPosition) => {
+    ensureGroup: async (name, initialPosition, partitions = 0) => {
       const now = new Date().toISOString();
-      s.insertGroup.run(name, initialPosition, now, now);
+      s.insertGroup.run(name, initialPosition, partitions, now, now);
       return toGroup(s.getGroup.get(name)!);
     },
+    heartbeat: async (group, member, ttlMs) => heartbeat.immediate(group, member, ttlMs),
+    leave: async (group, member) => void s.deleteMember.run(group, member),
     getGroup: async (name) => {
       const r = s.getGroup.get(name);
       return r && toGroup(r);
@@ -99,6 +119,7 @@ export function createSqliteSubscriptionStorage(db: Database.Database): Subscrip
       db.transaction(() => {
         s.deleteDeferredAll.run(name);
         s.deleteProcessedAll.run(name);
+        s.deleteMembersAll.run(name);
         s.deleteGroup.run(name);
       }).immediate();
     },
