@@ -4,7 +4,6 @@
  * - a transactional handler killed between handling and commit never applies an event twice.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,50 +15,10 @@ import type { EventLog } from '../src/index.js';
 import { openPostgresEventLog } from '../src/log/postgres/index.js';
 import { openSqliteEventLog } from '../src/log/sqlite/index.js';
 import { dropSchema, POSTGRES_URL, postgresSkipReason, randomName } from './support/services.js';
+import { startChild as startScript } from './support/child.js';
 
 const script = fileURLToPath(new URL('./fixtures/subscriber.ts', import.meta.url));
-
-interface Child {
-  process: ChildProcess;
-  lines: string[];
-  waitFor(prefix: string, timeoutMs?: number): Promise<string>;
-  kill(): Promise<void>;
-}
-
-function startChild(args: string[]): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  let buffer = '';
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  child.stdout!.on('data', (d: Buffer) => {
-    buffer += d.toString();
-    let nl: number;
-    while ((nl = buffer.indexOf('\n')) !== -1) {
-      lines.push(buffer.slice(0, nl));
-      buffer = buffer.slice(nl + 1);
-    }
-  });
-  const exited = new Promise<void>((r) => child.on('exit', () => r()));
-  return {
-    process: child,
-    lines,
-    async waitFor(prefix, timeoutMs = 20_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const line = lines.find((l) => l.startsWith(prefix));
-        if (line) return line;
-        if (child.exitCode !== null) throw new Error(`child exited (${child.exitCode}) before "${prefix}"; stderr: ${stderr}`);
-        if (Date.now() > deadline) throw new Error(`timed out waiting for "${prefix}"; last lines: ${lines.slice(-3).join(" / ")}; stderr: ${stderr}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    },
-    async kill() {
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
+const startChild = (args: string[]) => startScript(script, args);
 
 interface Target {
   args: string[];

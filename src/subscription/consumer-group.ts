@@ -286,7 +286,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   async start(): Promise<void> {
     const start = this.options.startFrom ?? 'beginning';
     const initial = start === 'beginning' ? 0 : start === 'end' ? await this.log.headPosition() : Math.max(0, start.position - 1);
-    const row = await this.storage.ensureGroup(this.name, initial);
+    await this.storage.ensureGroup(this.name, initial);
     const deadline = this.part?.leaseOnce ? 0 : Date.now() + 2 * this.leaseMs;
     while (!(await this.storage.acquireLease(this.name, this.owner, this.leaseMs))) {
       if (Date.now() >= deadline) {
@@ -304,6 +304,10 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
         },
       );
     }, Math.max(10, Math.floor(this.leaseMs / 3)));
+    // Read the checkpoint only now that the lease is ours: the previous holder
+    // commits its last checkpoint before it lets the lease go.
+    const row = await this.storage.getGroup(this.name);
+    if (!row) throw new SinhoError('UNKNOWN_GROUP', `Consumer group "${this.name}" was deleted while starting.`, { group: this.name });
     this.checkpoint = row.position;
     this.readPosition = row.position;
     this.knownHead = await this.log.headPosition();
@@ -526,6 +530,28 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       this.release(it.position);
     }
     this.wakeReader?.();
+  }
+
+  /**
+   * At a graceful stop: makes every read but not yet started event a durable
+   * `waiting` row, so that the last checkpoint covers everything read, and
+   * the next instance (another node, after a rebalance) delivers nothing
+   * twice. A key whose handler was abandoned at the stop timeout is left as
+   * it is: its event will be delivered again, and the checkpoint stays
+   * before it.
+   */
+  private deferQueued(): void {
+    for (const q of this.keys.values()) {
+      if (q.running) continue;
+      for (const it of q.items) {
+        if (it.row) continue;
+        it.row = this.deferRow(it.position, it.event!.id, q.key, 'waiting', 0, null, []);
+        it.event = undefined;
+        this.buffered -= 1;
+        this.release(it.position);
+        q.blocked = true;
+      }
+    }
   }
 
   private scheduleRow(event: RecordedEvent, delayMs: number): void {
@@ -782,7 +808,10 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     while (this.running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     this.stopped = true;
     await this.readerDone;
-    if (options.flush !== false) await this.flush();
+    if (options.flush !== false) {
+      this.deferQueued();
+      await this.flush();
+    }
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
