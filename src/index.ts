@@ -21,6 +21,15 @@ export {
 export { matchBinding, matchHeaders, matchTopic, routingKeyOf, topicWords, validateBindings, ROUTING_KEY_HEADER, type Binding } from './subscription/routing.js';
 export { subscribe, consumerGroups, ConsumerGroup, PartitionedGroup, type ConsumerGroupAdmin, type GroupInfo, type Subscription } from './subscription/index.js';
 export { partitionOf } from './subscription/partitioning.js';
+export {
+  runProjection,
+  liveProjectionVersion,
+  projectionGroupName,
+  Projection,
+  type ProjectionOptions,
+  type ProjectionProgress,
+  type ProjectionEventMap,
+} from './subscription/projection.js';
 export type {
   SubscribeOptions,
   DeliveryContext,

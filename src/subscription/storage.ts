@@ -100,6 +100,16 @@ export interface SubscriptionStorage {
   processedIds(group: string, eventIds: readonly string[]): Promise<Set<string>>;
   /** Moves the checkpoint (replay); drops `retry`/`waiting`/`scheduled` rows and processed ids, keeps dead letters. */
   resetGroup(group: string, position: number): Promise<void>;
+  /** The version of projection `name` that serves reads, if one was switched live. */
+  liveProjectionVersion(name: string): Promise<number | undefined>;
+  /**
+   * Makes `to` the live version of projection `name` if `from` is live now
+   * (undefined: none is); returns whether it did (compare-and-set, so of
+   * several nodes finishing a rebuild, one switches).
+   */
+  switchProjection(name: string, from: number | undefined, to: number): Promise<boolean>;
+  /** Runs statements in one transaction (a projection version's setup or teardown). SQL stores only. */
+  runStatements(statements: ProjectionStatement[]): Promise<void>;
   /** Whether the store can run projection statements (SQL stores can; memory cannot). */
   readonly supportsStatements: boolean;
 }

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { EventLog, RecordedEvent } from '../../src/index.js';
-import { consumerGroups, subscribe } from '../../src/index.js';
+import { consumerGroups, liveProjectionVersion, runProjection, subscribe, type ProjectionProgress } from '../../src/index.js';
 import { randomName } from '../support/services.js';
 import { stream } from './event-log.js';
 import { rejectsWithCode, suiteLogs, type LogFactory } from '../support/logs.js';
@@ -397,6 +397,54 @@ export function subscriptionConformance(name: string, factory: LogFactory, proje
       });
     }
 
+    it('rebuilds a projection blue-green: the old version serves until the new one caught up, then readers switch', async () => {
+      const log = await open();
+      const streams = Array.from({ length: 10 }, () => stream('bg'));
+      for (let i = 0; i < 20; i++) await Promise.all(streams.map((s) => log.append(s, [{ type: 'Counted', data: { i } }])));
+      const name = randomName('members');
+      const counts = new Map<number, Map<string, number>>([[1, new Map()], [2, new Map()]]);
+      const count = (version: number) => async (e: RecordedEvent) => {
+        if (version === 2) await sleep(0.2);
+        const m = counts.get(version)!;
+        m.set(e.stream, (m.get(e.stream) ?? 0) + 1);
+      };
+      const bindings = [{ kind: 'topic' as const, pattern: 'bg.*' }];
+      assert.equal(await liveProjectionVersion(log, name), undefined);
+      const v1 = await runProjection(log, name, { version: 1, bindings, handler: count(1), progressIntervalMs: 20 });
+      await v1.waitUntilLive();
+      assert.equal(await liveProjectionVersion(log, name), 1);
+      // Version 2 rebuilds from the beginning while version 1 serves and keeps up with new events.
+      const progress: ProjectionProgress[] = [];
+      const switched: unknown[] = [];
+      const v2 = await runProjection(log, name, { version: 2, bindings, handler: count(2), concurrency: 2, progressIntervalMs: 10 });
+      v2.on('projection:progress', (p) => progress.push(p));
+      v2.on('projection:switched', (e) => switched.push(e));
+      for (let i = 20; i < 25; i++) await Promise.all(streams.map((s) => log.append(s, [{ type: 'Counted', data: { i } }])));
+      assert.equal(await liveProjectionVersion(log, name), 1, 'the old version serves during the rebuild');
+      await v2.waitUntilLive();
+      assert.equal(await liveProjectionVersion(log, name), 2);
+      assert.deepEqual(switched, [{ name, from: 1, to: 2 }]);
+      assert.ok(progress.some((p) => p.ratio < 1 && !p.live), 'progress was reported during the rebuild');
+      assert.ok(progress.every((p, k) => k === 0 || p.position >= progress[k - 1]!.position), 'progress only moves forward');
+      await v1.group.waitForCheckpoint(await log.headPosition());
+      await v1.stop();
+      for (const s of streams) assert.equal(counts.get(2)!.get(s), 25, 'the new version saw every event');
+      assert.deepEqual(counts.get(2), counts.get(1));
+      // The old version is retired; starting it again would never make it live.
+      await rejectsWithCode(() => v2.retire(2), 'INVALID_ARGUMENT');
+      await v2.retire(1);
+      assert.equal((await consumerGroups(log).list()).some((g) => g.name === `${name}@v1`), false);
+      const stale = await runProjection(log, name, { version: 1, bindings, handler: async () => {}, progressIntervalMs: 10 });
+      await stale.group.waitForCheckpoint(await log.headPosition());
+      await stale.measure();
+      assert.equal(stale.live, false);
+      assert.equal(await liveProjectionVersion(log, name), 2);
+      await stale.stop();
+      await v2.stop();
+      await rejectsWithCode(() => runProjection(log, name, { version: 0, handler: async () => {} }), 'INVALID_ARGUMENT');
+      await rejectsWithCode(() => runProjection(log, name, { version: 3, handler: async () => {}, switchAtLag: -1 }), 'INVALID_ARGUMENT');
+    });
+
     if (projection) {
       it('commits a transactional handler\'s writes with the checkpoint, exactly once', async () => {
         const log = await open();
@@ -423,6 +471,33 @@ export function subscriptionConformance(name: string, factory: LogFactory, proje
         const g2 = await subscribe(log, group, options);
         await g2.stop();
         assert.deepEqual(await projection.read(log, table), counts, 'a restart applies nothing twice');
+      });
+
+      it('rebuilds a transactional projection into new tables, and drops the old ones on retire', async () => {
+        const log = await open();
+        const streams = Array.from({ length: 4 }, () => stream('tbl'));
+        for (let i = 0; i < 10; i++) await Promise.all(streams.map((s) => log.append(s, [{ type: 'Counted', data: { i } }])));
+        const name = randomName('tables');
+        const v1Table = await projection.createTable(log);
+        const v2Table = `${v1Table}_v2`;
+        const project = (table: string) => (e: RecordedEvent, tx: { execute(sql: string, params?: unknown[]): void }) => {
+          const st = projection.increment(table, e.stream);
+          tx.execute(st.sql, st.params);
+        };
+        const v1 = await runProjection(log, name, { version: 1, project: project(v1Table), progressIntervalMs: 10 });
+        await v1.waitUntilLive();
+        const v2 = await runProjection(log, name, {
+          version: 2,
+          setup: [`CREATE TABLE IF NOT EXISTS ${v2Table} (key text PRIMARY KEY, n integer NOT NULL)`],
+          project: project(v2Table),
+          progressIntervalMs: 10,
+        });
+        await v2.waitUntilLive();
+        await v1.stop();
+        assert.deepEqual(await projection.read(log, v2Table), await projection.read(log, v1Table));
+        await v2.retire(1, [`DROP TABLE ${v1Table}`]);
+        await assert.rejects(() => projection.read(log, v1Table), 'the old table is gone');
+        await v2.stop();
       });
     }
   });

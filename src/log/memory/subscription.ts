@@ -13,6 +13,7 @@ interface MemoryGroup {
 export function createMemorySubscriptionStorage(): SubscriptionStorage {
   const groups = new Map<string, MemoryGroup>();
   const members = new Map<string, Map<string, number>>();
+  const liveVersions = new Map<string, number>();
   const get = (name: string): MemoryGroup => {
     const g = groups.get(name);
     if (!g) throw new SinhoError('UNKNOWN_GROUP', `No consumer group named "${name}".`, { group: name });
@@ -73,6 +74,15 @@ export function createMemorySubscriptionStorage(): SubscriptionStorage {
       }
     },
     highestProcessed: async (group) => Math.max(0, ...(groups.get(group)?.processed.values() ?? [])),
+    liveProjectionVersion: async (name) => liveVersions.get(name),
+    switchProjection: async (name, from, to) => {
+      if (liveVersions.get(name) !== from) return false;
+      liveVersions.set(name, to);
+      return true;
+    },
+    runStatements: async (statements) => {
+      if (statements.length > 0) throw new SinhoError('UNSUPPORTED', 'The memory adapter cannot run SQL statements.');
+    },
     processedIds: async (group, ids) => new Set(ids.filter((id) => groups.get(group)?.processed.has(id))),
     resetGroup: async (group, position) => {
       const g = get(group);

@@ -164,6 +164,17 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: (schema:
       );
     `,
   },
+  {
+    version: 4,
+    name: 'projection versions',
+    sql: (s) => `
+      CREATE TABLE ${s}.projections (
+        name         text        PRIMARY KEY,
+        live_version integer     NOT NULL,
+        switched_at  timestamptz NOT NULL DEFAULT now()
+      );
+    `,
+  },
 ];
 
 export async function migrate(db: PgQueryable, schema: string): Promise<void> {

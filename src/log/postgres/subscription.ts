@@ -156,6 +156,21 @@ export function createPostgresSubscriptionStorage(pool: PgPool, schema: string):
       const { rows } = await pool.query<{ p: number | null }>(`SELECT MAX(position) AS p FROM ${schema}.group_processed WHERE group_name = $1`, [group]);
       return Number(rows[0]?.p ?? 0);
     },
+    liveProjectionVersion: async (name) => {
+      const { rows } = await pool.query<{ live_version: number }>(`SELECT live_version FROM ${schema}.projections WHERE name = $1`, [name]);
+      return rows[0]?.live_version;
+    },
+    switchProjection: async (name, from, to) => {
+      const r =
+        from === undefined
+          ? await pool.query(`INSERT INTO ${schema}.projections (name, live_version) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, [name, to])
+          : await pool.query(`UPDATE ${schema}.projections SET live_version = $2, switched_at = now() WHERE name = $1 AND live_version = $3`, [name, to, from]);
+      return r.rowCount === 1;
+    },
+    runStatements: (list) =>
+      transaction(async (q) => {
+        for (const st of list) await q(st.sql, st.params);
+      }),
     processedIds: async (group, ids) => {
       const { rows } = await pool.query<{ event_id: string }>(`SELECT event_id::text AS event_id FROM ${schema}.group_processed WHERE group_name = $1 AND event_id = ANY($2::uuid[])`, [group, ids]);
       return new Set(rows.map((r) => r.event_id));

@@ -94,6 +94,17 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 4,
+    name: 'projection versions',
+    sql: `
+      CREATE TABLE sinho_projections (
+        name         TEXT    PRIMARY KEY,
+        live_version INTEGER NOT NULL,
+        switched_at  TEXT    NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 export function migrate(db: Database.Database): void {

@@ -44,6 +44,9 @@ export function createSqliteSubscriptionStorage(db: Database.Database): Subscrip
     liveMembers: db.prepare<[string], { member: string }>('SELECT member FROM sinho_group_members WHERE group_name = ? ORDER BY member'),
     deleteMember: db.prepare('DELETE FROM sinho_group_members WHERE group_name = ? AND member = ?'),
     deleteMembersAll: db.prepare('DELETE FROM sinho_group_members WHERE group_name = ?'),
+    liveVersion: db.prepare<[string], { live_version: number }>('SELECT live_version FROM sinho_projections WHERE name = ?'),
+    insertLive: db.prepare('INSERT INTO sinho_projections (name, live_version, switched_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING'),
+    switchLive: db.prepare('UPDATE sinho_projections SET live_version = ?, switched_at = ? WHERE name = ? AND live_version = ?'),
     deleteGroup: db.prepare('DELETE FROM sinho_groups WHERE name = ?'),
     deleteDeferredAll: db.prepare('DELETE FROM sinho_group_deferred WHERE group_name = ?'),
     deleteProcessedAll: db.prepare('DELETE FROM sinho_group_processed WHERE group_name = ?'),
@@ -131,6 +134,16 @@ export function createSqliteSubscriptionStorage(db: Database.Database): Subscrip
     },
     releaseLease: async (group, owner) => void s.release.run(group, owner),
     highestProcessed: async (group) => s.highestProcessed.get(group)?.p ?? 0,
+    liveProjectionVersion: async (name) => s.liveVersion.get(name)?.live_version,
+    switchProjection: async (name, from, to) => {
+      const now = new Date().toISOString();
+      return (from === undefined ? s.insertLive.run(name, to, now) : s.switchLive.run(to, now, name, from)).changes === 1;
+    },
+    runStatements: async (list) => {
+      db.transaction(() => {
+        for (const st of list) prepared(st.sql).run(...st.params);
+      }).immediate();
+    },
     processedIds: async (group, ids) => new Set(s.processed.all(group, JSON.stringify(ids)).map((r) => r.event_id)),
     resetGroup: async (group, position) => {
       db.transaction(() => {
