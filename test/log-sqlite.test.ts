@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -116,5 +116,25 @@ describe('sqlite: fencing', () => {
     } finally {
       await log.close();
     }
+  });
+});
+
+describe('sqlite: background checkpoints', () => {
+  it('copies the WAL into the database file on its own thread, without waiting for the auto-checkpoint', async () => {
+    const path = join(dir, 'checkpointed.sqlite');
+    const log = openSqliteEventLog({ path, backgroundCheckpointMs: 10 });
+    try {
+      const payload = 'x'.repeat(1000);
+      // About 4 MB: under the committing connection's auto-checkpoint backstop (40 MB), so only the thread can have copied it.
+      for (let i = 0; i < 40; i++) await log.append(`bulk-${i}`, Array.from({ length: 100 }, () => ({ type: 'Filled', data: { payload } })));
+      const deadline = Date.now() + 5_000;
+      while (statSync(path).size < 4_000_000) {
+        assert.ok(Date.now() < deadline, `the database file is still ${statSync(path).size} bytes`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
+      await log.close();
+    }
+    assert.throws(() => openSqliteEventLog({ path, backgroundCheckpointMs: 0 }), /backgroundCheckpointMs/);
   });
 });

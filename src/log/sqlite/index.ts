@@ -15,6 +15,7 @@ import { watchExternalCommits } from './notify.js';
 import { prepareReadStatements, readAllPage, readStreamPage } from './read.js';
 import { migrate } from './schema.js';
 import { createSqliteSubscriptionStorage } from './subscription.js';
+import { BackgroundCheckpointer, BACKSTOP_AUTOCHECKPOINT_PAGES } from './checkpoint.js';
 
 export interface SqliteEventLogOptions extends EventLogOptions {
   /** Path of the database file (created with its folder when missing), or `:memory:`. */
@@ -23,6 +24,12 @@ export interface SqliteEventLogOptions extends EventLogOptions {
   busyTimeoutMs?: number;
   /** How often another process's commits are noticed, ms. Default 200. */
   externalCommitCheckMs?: number;
+  /**
+   * Checkpoint the WAL on a background thread this often, ms (default 50), so
+   * that commits do not copy pages into the database file themselves; `false`
+   * leaves checkpoints to SQLite's automatic ones, inside commits.
+   */
+  backgroundCheckpointMs?: number | false;
 }
 
 export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
@@ -35,6 +42,15 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
   if (options.path !== ':memory:') db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   migrate(db);
+  const checkpointMs = options.backgroundCheckpointMs ?? 50;
+  if (checkpointMs !== false && (!Number.isSafeInteger(checkpointMs) || checkpointMs < 1)) {
+    throw new InvalidInput('INVALID_ARGUMENT', `backgroundCheckpointMs must be an integer >= 1 or false, got ${JSON.stringify(checkpointMs)}.`);
+  }
+  let checkpointer: BackgroundCheckpointer | undefined;
+  if (options.path !== ':memory:' && checkpointMs !== false) {
+    checkpointer = new BackgroundCheckpointer(options.path, checkpointMs);
+    db.pragma(`wal_autocheckpoint = ${BACKSTOP_AUTOCHECKPOINT_PAGES}`);
+  }
   const write = prepareAppendStatements(db);
   const read = prepareReadStatements(db);
   const readHead = (): number => read.head.get()!.position;
@@ -63,6 +79,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
     },
     watchExternalCommits: (onCommit) => watchExternalCommits(db, readHead, options.externalCommitCheckMs ?? 200, onCommit),
     close: async () => {
+      await checkpointer?.close();
       db.close();
     },
   };
