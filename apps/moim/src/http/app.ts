@@ -1,0 +1,89 @@
+/**
+ * The moim HTTP API (fastify). Every request and response body has a
+ * schema; errors are problem+json (problems.ts); every route but register,
+ * login and the probes needs a session.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { EventLog } from 'sinho';
+import type { ReadModels } from '../read-models.js';
+import type { SessionStore } from '../sessions.js';
+import { communityRoutes } from './communities.js';
+import { familyRoutes } from './families.js';
+import { memberRoutes } from './members.js';
+import { HttpProblem, problemHandler, unauthorized } from './problems.js';
+
+export interface MoimApi {
+  log: EventLog;
+  sessions: SessionStore;
+  readModels: ReadModels;
+  /** Session lifetime, ms. */
+  sessionTtlMs: number;
+  /** False while starting or draining: `/readyz` answers 503. */
+  ready(): boolean;
+}
+
+export interface AppOptions {
+  /** Largest request body, bytes. Default 16 KiB. */
+  bodyLimit?: number;
+  /** pino options, or false for no logs. */
+  logger?: boolean | object;
+  /** Login attempts per minute, per e-mail and per client address. Default 10. */
+  loginAttemptsPerMinute?: number;
+}
+
+export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The signed-in member (set by `requireSession`). */
+    memberId: string;
+  }
+}
+
+export async function buildApp(api: MoimApi, options: AppOptions = {}): Promise<App> {
+  const app = Fastify({
+    bodyLimit: options.bodyLimit ?? 16 * 1024,
+    logger: options.logger ?? false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.decorateRequest('memberId', '');
+  app.setErrorHandler(problemHandler);
+  app.setNotFoundHandler((request, reply) => problemHandler(new HttpProblem(404, 'NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0]}.`), request, reply));
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    if (!api.ready()) return reply.code(503).type('application/problem+json').send({ title: 'Service Unavailable', status: 503, code: 'NOT_READY', detail: 'Starting or draining.' });
+    await api.log.headPosition(); // the store answers
+    return { status: 'ready' };
+  });
+
+  const requireSession = async (request: FastifyRequest): Promise<void> => {
+    const header = request.headers.authorization;
+    const token = typeof header === 'string' && header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    if (!token || token.length > 200) throw unauthorized();
+    const session = await api.sessions.get(token);
+    if (!session) throw unauthorized();
+    request.memberId = session.memberId;
+  };
+
+  await app.register(async (scope) => memberRoutes(scope as App, api, requireSession, options.loginAttemptsPerMinute ?? 10));
+  await app.register(async (scope) => communityRoutes(scope as App, api, requireSession));
+  await app.register(async (scope) => familyRoutes(scope as App, api, requireSession));
+  return app;
+}
+
+export type RequireSession = (request: FastifyRequest) => Promise<void>;
+
+/** The correlation metadata every event caused by a request carries. */
+export function requestMetadata(request: FastifyRequest): { correlationId: string; actor?: string } {
+  return request.memberId ? { correlationId: request.id, actor: request.memberId } : { correlationId: request.id };
+}

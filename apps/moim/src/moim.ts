@@ -1,0 +1,85 @@
+/**
+ * Assembling moim's roles over one store:
+ * - `api`: the HTTP API (requests only: no consumer group runs here);
+ * - `worker`: the read-model projection and the policies (background work).
+ * `npm start` runs both, each in its own process (main.ts), so background
+ * work never shares an event loop with requests.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { EventLog, Projection, ConsumerGroup } from 'sinho';
+import { openSqliteEventLog } from 'sinho/sqlite';
+import { buildApp, type App, type AppOptions } from './http/app.js';
+import { startFamilyPolicy } from './family-policy.js';
+import { ReadModels, startReadModels } from './read-models.js';
+import { SqliteSessionStore, type SessionStore } from './sessions.js';
+
+export interface MoimConfig {
+  /** Folder of the SQLite files. Default ./data. */
+  dataDir: string;
+  /** Session lifetime, ms. Default 7 days. */
+  sessionTtlMs: number;
+}
+
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): MoimConfig {
+  return { dataDir: env.MOIM_DATA_DIR ?? './data', sessionTtlMs: Number(env.MOIM_SESSION_TTL_MS ?? 7 * 24 * 3600 * 1000) };
+}
+
+export function logPath(config: MoimConfig): string {
+  return join(config.dataDir, 'moim.sqlite');
+}
+
+export function openStore(config: MoimConfig): { log: EventLog; readModels: ReadModels } {
+  mkdirSync(config.dataDir, { recursive: true });
+  // Another process (the other role) commits to the same file: notice its commits quickly.
+  const log = openSqliteEventLog({ path: logPath(config), externalCommitCheckMs: 20 });
+  return { log, readModels: new ReadModels(log, logPath(config)) };
+}
+
+export interface ApiRole {
+  app: App;
+  sessions: SessionStore;
+  /** Readiness false, in-flight requests finish, then everything closes. */
+  close(): Promise<void>;
+}
+
+export async function startApi(config: MoimConfig, options: AppOptions = {}): Promise<ApiRole & { log: EventLog }> {
+  const { log, readModels } = openStore(config);
+  const sessions = new SqliteSessionStore(join(config.dataDir, 'sessions.sqlite'));
+  let ready = true;
+  const app = await buildApp({ log, sessions, readModels, sessionTtlMs: config.sessionTtlMs, ready: () => ready }, options);
+  return {
+    app,
+    sessions,
+    log,
+    close: async () => {
+      ready = false;
+      await app.close();
+      await sessions.close();
+      readModels.close();
+      await log.close();
+    },
+  };
+}
+
+export interface WorkerRole {
+  readModels: Projection;
+  familyPolicy: ConsumerGroup;
+  close(): Promise<void>;
+}
+
+export async function startWorker(config: MoimConfig): Promise<WorkerRole> {
+  const { log, readModels } = openStore(config);
+  const projection = await startReadModels(log);
+  const familyPolicy = await startFamilyPolicy(log, readModels, projection);
+  return {
+    readModels: projection,
+    familyPolicy,
+    close: async () => {
+      await familyPolicy.stop();
+      await projection.stop();
+      readModels.close();
+      await log.close();
+    },
+  };
+}

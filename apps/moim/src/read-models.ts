@@ -1,0 +1,131 @@
+/**
+ * moim's read models: communities, community memberships (the fan-out list
+ * for notifications) and family memberships. One versioned projection keeps
+ * them in the log's own SQLite file, transactionally with its checkpoint, so
+ * they cannot drift from the log and can be rebuilt from it (bump
+ * READ_MODEL_VERSION: the new version replays into new tables while the old
+ * one serves, then readers switch).
+ */
+import Database from 'better-sqlite3';
+import { liveProjectionVersion, runProjection, type EventLog, type Projection, type RecordedEvent } from 'sinho';
+
+export const READ_MODELS = 'moim-read-models';
+export const READ_MODEL_VERSION = 1;
+
+const tables = (v: number) => ({ communities: `moim_communities_v${v}`, memberships: `moim_memberships_v${v}`, families: `moim_family_members_v${v}` });
+
+export function readModelSetup(v: number): string[] {
+  const t = tables(v);
+  return [
+    `CREATE TABLE IF NOT EXISTS ${t.communities} (id TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL, owner TEXT NOT NULL, members INTEGER NOT NULL, created_at TEXT NOT NULL)`,
+    `CREATE INDEX IF NOT EXISTS ${t.communities}_name ON ${t.communities} (name COLLATE NOCASE)`,
+    `CREATE TABLE IF NOT EXISTS ${t.memberships} (community_id TEXT NOT NULL, member_id TEXT NOT NULL, joined_at TEXT NOT NULL, PRIMARY KEY (community_id, member_id)) WITHOUT ROWID`,
+    `CREATE INDEX IF NOT EXISTS ${t.memberships}_member ON ${t.memberships} (member_id)`,
+    `CREATE TABLE IF NOT EXISTS ${t.families} (family_id TEXT NOT NULL, member_id TEXT NOT NULL, PRIMARY KEY (family_id, member_id)) WITHOUT ROWID`,
+    `CREATE INDEX IF NOT EXISTS ${t.families}_member ON ${t.families} (member_id)`,
+  ];
+}
+
+/** Runs the read-model projection (worker role). */
+export function startReadModels(log: EventLog, version = READ_MODEL_VERSION): Promise<Projection> {
+  const t = tables(version);
+  return runProjection(log, READ_MODELS, {
+    version,
+    setup: readModelSetup(version),
+    bindings: [
+      { kind: 'topic', pattern: 'community.*' },
+      { kind: 'topic', pattern: 'family.*' },
+    ],
+    concurrency: 32,
+    project: (event: RecordedEvent, tx) => {
+      const d = event.data as Record<string, string>;
+      const at = event.metadata.occurredAt ?? new Date().toISOString();
+      switch (event.type) {
+        case 'CommunityCreated':
+          tx.execute(`INSERT INTO ${t.communities} (id, name, description, owner, members, created_at) VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (id) DO NOTHING`, [d.communityId, d.name, d.description, d.owner, at]);
+          tx.execute(`INSERT INTO ${t.memberships} (community_id, member_id, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, [d.communityId, d.owner, at]);
+          break;
+        case 'MemberJoined':
+          tx.execute(`INSERT INTO ${t.memberships} (community_id, member_id, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, [d.communityId, d.memberId, at]);
+          tx.execute(`UPDATE ${t.communities} SET members = (SELECT count(*) FROM ${t.memberships} WHERE community_id = ?) WHERE id = ?`, [d.communityId, d.communityId]);
+          break;
+        case 'MemberLeft':
+          tx.execute(`DELETE FROM ${t.memberships} WHERE community_id = ? AND member_id = ?`, [d.communityId, d.memberId]);
+          tx.execute(`UPDATE ${t.communities} SET members = (SELECT count(*) FROM ${t.memberships} WHERE community_id = ?) WHERE id = ?`, [d.communityId, d.communityId]);
+          break;
+        case 'FamilyAccountCreated':
+          tx.execute(`INSERT INTO ${t.families} (family_id, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, [d.familyId, d.owner]);
+          break;
+        case 'FamilyMemberJoined':
+          tx.execute(`INSERT INTO ${t.families} (family_id, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, [d.familyId, d.memberId]);
+          break;
+        case 'FamilyMemberLeft':
+        case 'FamilyMemberRemoved':
+          tx.execute(`DELETE FROM ${t.families} WHERE family_id = ? AND member_id = ?`, [d.familyId, d.memberId]);
+          break;
+      }
+    },
+  });
+}
+
+export interface CommunitySummary {
+  id: string;
+  name: string;
+  description: string;
+  owner: string;
+  members: number;
+  createdAt: string;
+}
+
+/** Queries over the live version of the read models (any role; its own read connection). */
+export class ReadModels {
+  private readonly db: Database.Database;
+  private version = READ_MODEL_VERSION;
+  private checkedAt = 0;
+
+  constructor(
+    private readonly log: EventLog,
+    path: string,
+  ) {
+    this.db = new Database(path);
+    this.db.pragma('busy_timeout = 5000');
+    // The tables exist before the projection first runs, so queries never fail on a fresh store.
+    for (const sql of readModelSetup(READ_MODEL_VERSION)) this.db.exec(sql);
+  }
+
+  /** Follows a switch to a rebuilt version within a second. */
+  private async t(): Promise<ReturnType<typeof tables>> {
+    if (Date.now() - this.checkedAt > 1000) {
+      this.checkedAt = Date.now();
+      this.version = (await liveProjectionVersion(this.log, READ_MODELS)) ?? READ_MODEL_VERSION;
+    }
+    return tables(this.version);
+  }
+
+  async searchCommunities(query: string, limit: number, offset: number): Promise<CommunitySummary[]> {
+    const t = await this.t();
+    const rows = this.db
+      .prepare(`SELECT id, name, description, owner, members, created_at AS createdAt FROM ${t.communities} WHERE name LIKE ? ESCAPE '\\' ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?`)
+      .all(`%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`, limit, offset);
+    return rows as CommunitySummary[];
+  }
+
+  async community(id: string): Promise<CommunitySummary | undefined> {
+    const t = await this.t();
+    return this.db.prepare(`SELECT id, name, description, owner, members, created_at AS createdAt FROM ${t.communities} WHERE id = ?`).get(id) as CommunitySummary | undefined;
+  }
+
+  async communityMembers(id: string): Promise<{ memberId: string; joinedAt: string }[]> {
+    const t = await this.t();
+    return this.db.prepare(`SELECT member_id AS memberId, joined_at AS joinedAt FROM ${t.memberships} WHERE community_id = ? ORDER BY joined_at, member_id`).all(id) as { memberId: string; joinedAt: string }[];
+  }
+
+  async familiesOf(memberId: string): Promise<string[]> {
+    const t = await this.t();
+    return (this.db.prepare(`SELECT family_id AS id FROM ${t.families} WHERE member_id = ?`).all(memberId) as { id: string }[]).map((r) => r.id);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Sessions: opaque random tokens handed to clients; only their SHA-256 is
+ * stored, with an expiry, so a leaked store does not leak usable tokens.
+ * `SessionStore` is the seam: SQLite here (the default), Redis with the
+ * bridges.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import Database from 'better-sqlite3';
+
+export interface Session {
+  memberId: string;
+  expiresAt: number;
+}
+
+export interface SessionStore {
+  /** Creates a session for `memberId` lasting `ttlMs`; returns the token (shown once). */
+  create(memberId: string, ttlMs: number): Promise<{ token: string; expiresAt: number }>;
+  /** The live session of `token`, or undefined when unknown or expired. */
+  get(token: string): Promise<Session | undefined>;
+  delete(token: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+
+export function newToken(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export class SqliteSessionStore implements SessionStore {
+  private readonly db: Database.Database;
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec('CREATE TABLE IF NOT EXISTS moim_sessions (token_hash TEXT PRIMARY KEY, member_id TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID');
+    this.db.exec('CREATE INDEX IF NOT EXISTS moim_sessions_expiry ON moim_sessions (expires_at)');
+  }
+
+  async create(memberId: string, ttlMs: number): Promise<{ token: string; expiresAt: number }> {
+    const token = newToken();
+    const expiresAt = Date.now() + ttlMs;
+    this.db.prepare('DELETE FROM moim_sessions WHERE expires_at < ?').run(Date.now());
+    this.db.prepare('INSERT INTO moim_sessions (token_hash, member_id, expires_at) VALUES (?, ?, ?)').run(hashToken(token), memberId, expiresAt);
+    return { token, expiresAt };
+  }
+
+  async get(token: string): Promise<Session | undefined> {
+    const row = this.db.prepare('SELECT member_id, expires_at FROM moim_sessions WHERE token_hash = ?').get(hashToken(token)) as { member_id: string; expires_at: number } | undefined;
+    if (!row || row.expires_at <= Date.now()) return undefined;
+    return { memberId: row.member_id, expiresAt: row.expires_at };
+  }
+
+  async delete(token: string): Promise<void> {
+    this.db.prepare('DELETE FROM moim_sessions WHERE token_hash = ?').run(hashToken(token));
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+}
