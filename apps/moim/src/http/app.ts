@@ -4,6 +4,8 @@
  * login and the probes needs a session.
  */
 import { randomUUID } from 'node:crypto';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { EventLog } from 'sinho';
@@ -29,8 +31,10 @@ export interface AppOptions {
   bodyLimit?: number;
   /** pino options, or false for no logs. */
   logger?: boolean | object;
-  /** Login attempts per minute, per e-mail and per client address. Default 10. */
+  /** Login attempts per minute and e-mail address. Default 10. */
   loginAttemptsPerMinute?: number;
+  /** Login attempts per minute and client address. Default 100. */
+  loginAttemptsPerMinutePerAddress?: number;
 }
 
 export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
@@ -50,8 +54,12 @@ export async function buildApp(api: MoimApi, options: AppOptions = {}): Promise<
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
     },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // Bodies are JSON and validated strictly (a number is not a string);
+  // querystrings and path parameters are text, so they are coerced.
+  const strict = addFormats.default(new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, allErrors: false }));
+  const coercing = addFormats.default(new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, allErrors: false }));
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
   app.decorateRequest('memberId', '');
   app.setErrorHandler(problemHandler);
   app.setNotFoundHandler((request, reply) => problemHandler(new HttpProblem(404, 'NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0]}.`), request, reply));
@@ -75,7 +83,7 @@ export async function buildApp(api: MoimApi, options: AppOptions = {}): Promise<
     request.memberId = session.memberId;
   };
 
-  await app.register(async (scope) => memberRoutes(scope as App, api, requireSession, options.loginAttemptsPerMinute ?? 10));
+  await app.register(async (scope) => memberRoutes(scope as App, api, requireSession, options.loginAttemptsPerMinute ?? 10, options.loginAttemptsPerMinutePerAddress ?? 100));
   await app.register(async (scope) => communityRoutes(scope as App, api, requireSession));
   await app.register(async (scope) => familyRoutes(scope as App, api, requireSession));
   return app;

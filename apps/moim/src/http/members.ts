@@ -15,8 +15,9 @@ const Email = Type.String({ format: 'email', maxLength: 254 });
 const Password = Type.String({ minLength: 8, maxLength: 200 });
 const Me = Type.Object({ memberId: Type.String(), email: Type.String(), displayName: Type.String(), verified: Type.Boolean() });
 
-export async function memberRoutes(app: App, api: MoimApi, requireSession: RequireSession, loginsPerMinute: number): Promise<void> {
-  const limiter = new RateLimiter(loginsPerMinute, 60_000);
+export async function memberRoutes(app: App, api: MoimApi, requireSession: RequireSession, loginsPerMinute: number, loginsPerMinutePerAddress: number): Promise<void> {
+  const byEmail = new RateLimiter(loginsPerMinute, 60_000);
+  const byAddress = new RateLimiter(loginsPerMinutePerAddress, 60_000);
   const badLogin = () => new HttpProblem(401, 'INVALID_CREDENTIALS', 'E-mail or password is wrong.');
 
   app.post(
@@ -56,7 +57,7 @@ export async function memberRoutes(app: App, api: MoimApi, requireSession: Requi
     },
     async (request, reply) => {
       const email = request.body.email.trim().toLowerCase();
-      const wait = Math.max(limiter.hit(`email:${email}`), limiter.hit(`ip:${request.ip}`));
+      const wait = Math.max(byEmail.hit(email), byAddress.hit(request.ip));
       if (wait > 0) {
         reply.header('retry-after', Math.ceil(wait / 1000));
         throw new HttpProblem(429, 'RATE_LIMITED', 'Too many login attempts; try again later.');
