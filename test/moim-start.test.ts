@@ -19,18 +19,18 @@ describe('moim start', { timeout: 60_000 }, () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('serves the API on a port, runs the worker in a child process, and stops on SIGTERM', async () => {
-    const child = spawn(process.execPath, [main, 'start', '--port', '0'], { env: { ...process.env, MOIM_DATA_DIR: dir, MOIM_LOG: 'off' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [main, 'start', '--port', '0', '--ledger-port', '0'], { env: { ...process.env, MOIM_DATA_DIR: dir, MOIM_LOG: 'off' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     try {
       const deadline = Date.now() + 20_000;
-      while (!/listening on (http:\/\/\S+)/.test(out) || !out.includes('moim worker')) {
+      while (!/API listening on (http:\/\/\S+)/.test(out) || !out.includes('moim worker')) {
         assert.ok(Date.now() < deadline && child.exitCode === null, `moim did not start: ${out}`);
         await new Promise((r) => setTimeout(r, 50));
       }
-      const base = /listening on (http:\/\/\S+)/.exec(out)![1]!;
+      const base = /API listening on (http:\/\/\S+)/.exec(out)![1]!;
       const post = (path: string, body: unknown, token?: string) =>
         fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
       assert.equal((await fetch(`${base}/readyz`)).status, 200);

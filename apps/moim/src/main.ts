@@ -7,6 +7,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { consumerGroups } from 'sinho';
+import { buildLedger, ledgerOptionsFromEnv } from './ledger/service.js';
 import { configFromEnv, openStore, startApi, startWorker } from './moim.js';
 
 const program = new Command('moim').description('moim, the reference community service built on Sinho');
@@ -17,44 +18,35 @@ const port = (value: string): number => {
   return n;
 };
 
+type Stop = () => Promise<void>;
+
+/** Forks this CLI as a child (another role); resolves with the message it sends once it is up. */
+function forkRole(args: string[], env: NodeJS.ProcessEnv, onExit: (code: number | null, signal: NodeJS.Signals | null) => void): Promise<{ stop: Stop; message: { url?: string } }> {
+  const child = fork(fileURLToPath(import.meta.url), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env });
+  child.on('exit', onExit);
+  const stop: Stop = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    });
+  return new Promise((resolve, reject) => {
+    child.once('message', (message) => resolve({ stop, message: message as { url?: string } }));
+    child.once('exit', (code) => reject(new Error(`moim ${args.join(' ')} exited (${code}) before it was up`)));
+  });
+}
+
 program
   .command('start')
-  .description('run moim: the HTTP API and, in a child process, the worker (projections and policies)')
-  .option('--role <role>', 'all | api | worker', 'all')
-  .option('--port <port>', 'HTTP port (env PORT)', port, Number(process.env.PORT ?? 3000))
+  .description('run moim: the HTTP API, and in child processes the worker (projections, policies, transfers) and the ledger simulator')
+  .option('--role <role>', 'all | api | worker | ledger', 'all')
+  .option('--port <port>', 'HTTP port of the API (env PORT)', port, Number(process.env.PORT ?? 3000))
+  .option('--ledger-port <port>', 'HTTP port of the ledger simulator (env LEDGER_PORT)', port, Number(process.env.LEDGER_PORT ?? 3001))
   .option('--host <host>', 'address to listen on', process.env.HOST ?? '127.0.0.1')
-  .action(async (options: { role: string; port: number; host: string }) => {
-    if (!['all', 'api', 'worker'].includes(options.role)) throw new InvalidArgumentError(`unknown role ${options.role}`);
+  .action(async (options: { role: string; port: number; ledgerPort: number; host: string }) => {
+    if (!['all', 'api', 'worker', 'ledger'].includes(options.role)) throw new InvalidArgumentError(`unknown role ${options.role}`);
     const config = configFromEnv();
-    const stops: (() => Promise<void>)[] = [];
-    if (options.role === 'all') {
-      // Background work in its own process: it never delays a request.
-      const child = fork(fileURLToPath(import.meta.url), ['start', '--role', 'worker'], { stdio: 'inherit' });
-      stops.push(
-        () =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null) return resolve();
-            child.once('exit', () => resolve());
-            child.kill('SIGTERM');
-          }),
-      );
-      child.on('exit', (code, signal) => {
-        if (!shuttingDown) {
-          console.error(`moim: the worker stopped (${signal ?? code}); stopping.`);
-          void shutdown(1);
-        }
-      });
-    }
-    if (options.role === 'worker') {
-      const worker = await startWorker(config);
-      stops.push(worker.close);
-      console.log(`moim worker: projections and policies running on ${config.dataDir}`);
-    } else {
-      const api = await startApi(config, { logger: process.env.MOIM_LOG === 'off' ? false : { level: process.env.MOIM_LOG ?? 'info' } });
-      stops.push(api.close);
-      const address = await api.app.listen({ port: options.port, host: options.host });
-      console.log(`moim API listening on ${address} (data in ${config.dataDir}); try: curl ${address}/healthz`);
-    }
+    const stops: Stop[] = [];
     let shuttingDown = false;
     const shutdown = async (code = 0) => {
       if (shuttingDown) return;
@@ -64,6 +56,38 @@ program
     };
     process.on('SIGTERM', () => void shutdown());
     process.on('SIGINT', () => void shutdown());
+    const childDied = (role: string) => (code: number | null, signal: NodeJS.Signals | null) => {
+      if (shuttingDown) return;
+      console.error(`moim: the ${role} stopped (${signal ?? code}); stopping.`);
+      void shutdown(1);
+    };
+    const up = (message: { url?: string }): void => void process.send?.(message);
+
+    if (options.role === 'ledger') {
+      const ledger = await buildLedger(ledgerOptionsFromEnv());
+      stops.push(() => ledger.close());
+      const url = await ledger.listen({ port: options.ledgerPort, host: options.host });
+      console.log(`ledger simulator listening on ${url}`);
+      return up({ url });
+    }
+    if (options.role === 'worker') {
+      const worker = await startWorker(config);
+      stops.push(worker.close);
+      console.log(`moim worker: projections, policies and transfers running on ${config.dataDir} (ledger ${config.ledgerUrl})`);
+      return up({});
+    }
+    if (options.role === 'all') {
+      // Background work and the ledger in processes of their own: they never delay a request.
+      const ledger = await forkRole(['start', '--role', 'ledger', '--ledger-port', String(options.ledgerPort), '--host', options.host], process.env, childDied('ledger'));
+      stops.push(ledger.stop);
+      const worker = await forkRole(['start', '--role', 'worker'], { ...process.env, LEDGER_URL: ledger.message.url }, childDied('worker'));
+      stops.push(worker.stop);
+    }
+    const api = await startApi(config, { logger: process.env.MOIM_LOG === 'off' ? false : { level: process.env.MOIM_LOG ?? 'info' } });
+    stops.push(api.close);
+    const address = await api.app.listen({ port: options.port, host: options.host });
+    console.log(`moim API listening on ${address} (data in ${config.dataDir}); try: curl ${address}/healthz`);
+    up({ url: address });
   });
 
 program

@@ -11,6 +11,8 @@ import type { EventLog, Projection, ConsumerGroup } from 'sinho';
 import { openSqliteEventLog } from 'sinho/sqlite';
 import { buildApp, type App, type AppOptions } from './http/app.js';
 import { startFamilyPolicy } from './family-policy.js';
+import { LedgerClient } from './ledger/client.js';
+import { startTransferProcessor } from './transfer-processor.js';
 import { ReadModels, startReadModels } from './read-models.js';
 import { SqliteSessionStore, type SessionStore } from './sessions.js';
 
@@ -19,10 +21,19 @@ export interface MoimConfig {
   dataDir: string;
   /** Session lifetime, ms. Default 7 days. */
   sessionTtlMs: number;
+  /** Where the ledger service answers. Default http://127.0.0.1:3001. */
+  ledgerUrl?: string;
+  /** Delay before each transfer confirmation check, ms. Default 5,000. */
+  confirmationDelayMs?: number;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): MoimConfig {
-  return { dataDir: env.MOIM_DATA_DIR ?? './data', sessionTtlMs: Number(env.MOIM_SESSION_TTL_MS ?? 7 * 24 * 3600 * 1000) };
+  return {
+    dataDir: env.MOIM_DATA_DIR ?? './data',
+    sessionTtlMs: Number(env.MOIM_SESSION_TTL_MS ?? 7 * 24 * 3600 * 1000),
+    ledgerUrl: env.LEDGER_URL ?? `http://127.0.0.1:${env.LEDGER_PORT ?? 3001}`,
+    confirmationDelayMs: Number(env.MOIM_CONFIRMATION_DELAY_MS ?? 5000),
+  };
 }
 
 export function logPath(config: MoimConfig): string {
@@ -65,6 +76,7 @@ export async function startApi(config: MoimConfig, options: AppOptions = {}): Pr
 export interface WorkerRole {
   readModels: Projection;
   familyPolicy: ConsumerGroup;
+  transfers: ConsumerGroup;
   close(): Promise<void>;
 }
 
@@ -72,10 +84,13 @@ export async function startWorker(config: MoimConfig): Promise<WorkerRole> {
   const { log, readModels } = openStore(config);
   const projection = await startReadModels(log);
   const familyPolicy = await startFamilyPolicy(log, readModels, projection);
+  const transfers = await startTransferProcessor(log, new LedgerClient(config.ledgerUrl ?? 'http://127.0.0.1:3001'), { confirmationDelayMs: config.confirmationDelayMs });
   return {
     readModels: projection,
     familyPolicy,
+    transfers,
     close: async () => {
+      await transfers.stop();
       await familyPolicy.stop();
       await projection.stop();
       readModels.close();

@@ -14,6 +14,7 @@ import type { SessionStore } from '../sessions.js';
 import { communityRoutes } from './communities.js';
 import { familyRoutes } from './families.js';
 import { memberRoutes } from './members.js';
+import { transferRoutes } from './transfers.js';
 import { HttpProblem, problemHandler, unauthorized } from './problems.js';
 
 export interface MoimApi {
@@ -86,6 +87,7 @@ export async function buildApp(api: MoimApi, options: AppOptions = {}): Promise<
   await app.register(async (scope) => memberRoutes(scope as App, api, requireSession, options.loginAttemptsPerMinute ?? 10, options.loginAttemptsPerMinutePerAddress ?? 100));
   await app.register(async (scope) => communityRoutes(scope as App, api, requireSession));
   await app.register(async (scope) => familyRoutes(scope as App, api, requireSession));
+  await app.register(async (scope) => transferRoutes(scope as App, api, requireSession));
   return app;
 }
 

@@ -1,0 +1,50 @@
+/**
+ * The transfer processor (worker role), one consumer group on
+ * `transfer.TransferRequested`:
+ * 1. the first delivery submits the transfer to the ledger (idempotent by
+ *    transfer id), records `TransferSubmitted`, and schedules a check of the
+ *    same event after `confirmationDelayMs` (Sinho's durable delayed delivery:
+ *    it survives restarts);
+ * 2. each scheduled delivery asks the ledger: confirmed or failed is final;
+ *    still pending schedules another check, up to MAX_CHECKS, after which the
+ *    transfer fails.
+ * A ledger error or timeout throws, so the group retries the step with
+ * backoff, durably: never lost.
+ */
+import { handleCommand, loadAggregate, subscribe, type ConsumerGroup, type EventLog, type RecordedEvent } from 'sinho';
+import { MAX_CHECKS, transfer, transferStream } from './domain/transfer.js';
+import type { LedgerClient } from './ledger/client.js';
+import { confirmTransfer, failTransfer } from './transfers.js';
+
+export interface TransferProcessorOptions {
+  /** Delay before each confirmation check, ms. Default 5,000. */
+  confirmationDelayMs?: number;
+}
+
+export function startTransferProcessor(log: EventLog, ledger: LedgerClient, options: TransferProcessorOptions = {}): Promise<ConsumerGroup> {
+  const delay = options.confirmationDelayMs ?? 5000;
+  return subscribe(log, 'transfer-processor', {
+    bindings: [{ kind: 'direct', key: 'transfer.TransferRequested' }],
+    concurrency: 32,
+    retry: { initialDelayMs: 500, multiplier: 2, maxDelayMs: 30_000, maxAttempts: 20 },
+    handler: async (event: RecordedEvent, ctx) => {
+      const { transferId, from, to, amount } = event.data as { transferId: string; from: string; to: string; amount: number };
+      const metadata = { correlationId: event.metadata.correlationId ?? event.id, causationId: event.id };
+      const stream = transferStream(transferId);
+      const { state } = await loadAggregate(log, transfer, stream);
+      if (state.status === 'confirmed' || state.status === 'failed') return;
+      if (!ctx.scheduled) {
+        await ledger.submit({ id: transferId, from, to, amount }, ctx.signal);
+        await handleCommand(log, transfer, stream, { kind: 'submit' }, { commandId: `${event.id}:submit`, metadata });
+        ctx.schedule(delay);
+        return;
+      }
+      const result = await ledger.status(transferId, ctx.signal);
+      if (result.status === 'confirmed') return confirmTransfer(log, transferId, metadata);
+      if (result.status === 'failed') return failTransfer(log, transferId, result.reason, metadata);
+      if (state.checks + 1 >= MAX_CHECKS) return failTransfer(log, transferId, `not final after ${MAX_CHECKS} checks`, metadata);
+      await handleCommand(log, transfer, stream, { kind: 'still-pending' }, { commandId: `${event.id}:check-${state.checks + 1}`, metadata });
+      ctx.schedule(delay);
+    },
+  });
+}

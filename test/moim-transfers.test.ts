@@ -1,0 +1,118 @@
+/**
+ * moim transfers against the ledger service (in-process, on a real port):
+ * confirmation after the ledger's finality delay, a forced failure, a
+ * transfer that never becomes final, ledger errors retried, balances that
+ * change only on confirmation, and bad requests refused without writes.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { buildLedger } from '../apps/moim/src/ledger/service.js';
+import { startApi, startWorker, type ApiRole, type WorkerRole } from '../apps/moim/src/moim.js';
+import type { EventLog } from '../src/index.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('moim transfers', { timeout: 60_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'moim-transfers-'));
+  let ledger: FastifyInstance;
+  let ledgerUrl: string;
+  let api: ApiRole & { log: EventLog };
+  let worker: WorkerRole;
+  let n = 0;
+
+  before(async () => {
+    // Final after 150 ms; one request in five answered with HTTP 503 (retried by the worker).
+    ledger = await buildLedger({ finalityMs: 150, failureRate: 0, errorRate: 0.2 });
+    ledgerUrl = await ledger.listen({ port: 0, host: '127.0.0.1' });
+    const config = { dataDir: dir, sessionTtlMs: 3_600_000, ledgerUrl, confirmationDelayMs: 100 };
+    api = await startApi(config, { logger: false });
+    worker = await startWorker(config);
+  });
+  after(async () => {
+    await worker?.close();
+    await api?.close();
+    await ledger?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const call = async (method: string, url: string, token?: string, body?: unknown) => {
+    const res = await api.app.inject({ method: method as 'GET', url, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) }, payload: body ? JSON.stringify(body) : undefined });
+    return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as Record<string, any>) : {} };
+  };
+  const member = async () => {
+    const email = `t${n++}-${Date.now()}@example.com`;
+    const { body } = await call('POST', '/members', undefined, { email, displayName: 'T', password: 'long enough' });
+    const login = await call('POST', '/sessions', undefined, { email, password: 'long enough' });
+    return { id: body.memberId as string, token: login.body.token as string };
+  };
+  const settled = async (token: string, id: string) => {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const t = await call('GET', `/transfers/${id}`, token);
+      if (t.body.status === 'confirmed' || t.body.status === 'failed') return t.body;
+      assert.ok(Date.now() < deadline, `transfer ${id} is still ${t.body.status}`);
+      await sleep(25);
+    }
+  };
+
+  it('confirms after finality, fails when the ledger fails or never finalises, and moves money only on confirmation', async () => {
+    const a = await member();
+    const b = await member();
+    assert.deepEqual((await call('POST', '/me/deposits', a.token, { amount: 1000 })).body, { balance: 1000, available: 1000 });
+
+    const ok = await call('POST', '/transfers', a.token, { to: b.id, amount: 300 });
+    assert.equal(ok.status, 202);
+    assert.deepEqual((await call('GET', '/me/account', a.token)).body, { balance: 1000, available: 700 }, 'reserved, not yet moved');
+    assert.equal((await settled(a.token, ok.body.transferId)).status, 'confirmed');
+    assert.deepEqual((await call('GET', '/me/account', a.token)).body, { balance: 700, available: 700 });
+    assert.deepEqual((await call('GET', '/me/account', b.token)).body, { balance: 300, available: 300 });
+    assert.equal((await call('GET', `/transfers/${ok.body.transferId}`, b.token)).status, 200, 'the payee sees it');
+
+    await fetch(`${ledgerUrl}/simulate/fail-next`, { method: 'POST' });
+    const failed = await call('POST', '/transfers', a.token, { to: b.id, amount: 100 });
+    const f = await settled(a.token, failed.body.transferId);
+    assert.equal(f.status, 'failed');
+    assert.equal(f.reason, 'rejected by the ledger');
+
+    await fetch(`${ledgerUrl}/simulate/hold-next`, { method: 'POST' });
+    const held = await call('POST', '/transfers', a.token, { to: b.id, amount: 100 });
+    const h = await settled(a.token, held.body.transferId);
+    assert.equal(h.status, 'failed');
+    assert.equal(h.checks, 2, 'two pending checks recorded, the third decided');
+    assert.match(h.reason, /not final after 3 checks/);
+
+    assert.deepEqual((await call('GET', '/me/account', a.token)).body, { balance: 700, available: 700 }, 'failed transfers released their reservations');
+    assert.deepEqual((await call('GET', '/me/account', b.token)).body, { balance: 300, available: 300 });
+    assert.equal(worker.transfers.stats().deadLetters, 0);
+  });
+
+  it('refuses bad transfers and writes nothing', async () => {
+    const a = await member();
+    const b = await member();
+    const outsider = await member();
+    await call('POST', '/me/deposits', a.token, { amount: 50 });
+    const head = await api.log.headPosition();
+    const expect = async (status: number, code: string, res: Promise<{ status: number; body: Record<string, any> }>) => {
+      const r = await res;
+      assert.equal(r.status, status, JSON.stringify(r.body));
+      assert.equal(r.body.code, code);
+    };
+    await expect(422, 'INSUFFICIENT_FUNDS', call('POST', '/transfers', a.token, { to: b.id, amount: 51 }));
+    await expect(422, 'SAME_ACCOUNT', call('POST', '/transfers', a.token, { to: a.id, amount: 1 }));
+    await expect(422, 'PAYEE_NOT_FOUND', call('POST', '/transfers', a.token, { to: crypto.randomUUID(), amount: 1 }));
+    await expect(400, 'VALIDATION_FAILED', call('POST', '/transfers', a.token, { to: b.id, amount: 0 }));
+    await expect(400, 'VALIDATION_FAILED', call('POST', '/transfers', a.token, { to: b.id, amount: '5' }));
+    await expect(400, 'VALIDATION_FAILED', call('POST', '/transfers', a.token, { to: 'nobody', amount: 5 }));
+    await expect(400, 'VALIDATION_FAILED', call('POST', '/me/deposits', a.token, { amount: -5 }));
+    await expect(401, 'UNAUTHORIZED', call('POST', '/transfers', undefined, { to: b.id, amount: 5 }));
+    assert.equal(await api.log.headPosition(), head);
+    const t = await call('POST', '/transfers', a.token, { to: b.id, amount: 50 });
+    await expect(403, 'FORBIDDEN', call('GET', `/transfers/${t.body.transferId}`, outsider.token));
+    await expect(404, 'NOT_FOUND', call('GET', `/transfers/${crypto.randomUUID()}`, a.token));
+    await settled(a.token, t.body.transferId);
+  });
+});
