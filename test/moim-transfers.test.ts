@@ -115,4 +115,43 @@ describe('moim transfers', { timeout: 60_000 }, () => {
     await expect(404, 'NOT_FOUND', call('GET', `/transfers/${crypto.randomUUID()}`, a.token));
     await settled(a.token, t.body.transferId);
   });
+
+  it('settles monthly dues once per period, recording who failed and why', async () => {
+    const owner = await member();
+    const [b, c, d] = [await member(), await member(), await member()];
+    const created = await call('POST', '/communities', owner.token, { name: `Dues ${Date.now()}` });
+    const id = created.body.communityId as string;
+    for (const m of [b, c, d]) assert.equal((await call('POST', `/communities/${id}/members`, m.token)).status, 200);
+    for (const m of [b, c]) await call('POST', '/me/deposits', m.token, { amount: 100 });
+    assert.equal((await call('POST', `/communities/${id}/settlements`, owner.token, { period: '2026-11' })).body.code, 'NO_DUES');
+    assert.equal((await call('PUT', `/communities/${id}/dues`, b.token, { amount: 30 })).body.code, 'NOT_COMMUNITY_OWNER');
+    assert.deepEqual((await call('PUT', `/communities/${id}/dues`, owner.token, { amount: 30 })).body, { amount: 30 });
+    assert.equal((await call('POST', `/communities/${id}/settlements`, owner.token, { period: '2026-13' })).status, 400);
+    assert.equal((await call('POST', `/communities/${id}/settlements`, b.token, { period: '2026-11' })).body.code, 'NOT_COMMUNITY_OWNER');
+
+    const settle = async (period: string) => {
+      const started = await call('POST', `/communities/${id}/settlements`, owner.token, { period });
+      assert.equal(started.status, 202, JSON.stringify(started.body));
+      assert.equal(started.body.queued, 3);
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const s = await call('GET', `/communities/${id}/settlements/${period}`, owner.token);
+        if (s.body.done) return s.body;
+        assert.ok(Date.now() < deadline, `settlement ${period} not done: ${JSON.stringify(s.body)}`);
+        await sleep(25);
+      }
+    };
+    const first = await settle('2026-11');
+    assert.equal(first.succeeded, 2);
+    assert.deepEqual(first.failed.map((f: { memberId: string }) => f.memberId), [d.id]);
+    assert.match(first.failed[0].reason, /insufficient funds/);
+    // The same period again: nobody is charged twice.
+    const again = await settle('2026-11');
+    assert.deepEqual(again, first);
+    for (const m of [b, c]) assert.deepEqual((await call('GET', '/me/account', m.token)).body, { balance: 70, available: 70 });
+    await settle('2026-12');
+    for (const m of [b, c]) assert.deepEqual((await call('GET', '/me/account', m.token)).body, { balance: 40, available: 40 });
+    assert.equal((await call('GET', `/communities/${id}/settlements/2026-12`, b.token)).status, 403);
+    assert.equal(worker.settlements.stats().deadLetters, 0);
+  });
 });

@@ -13,6 +13,7 @@ import { buildApp, type App, type AppOptions } from './http/app.js';
 import { startFamilyPolicy } from './family-policy.js';
 import { LedgerClient } from './ledger/client.js';
 import { startTransferProcessor } from './transfer-processor.js';
+import { startSettlementWorker } from './settlement.js';
 import { ReadModels, startReadModels } from './read-models.js';
 import { SqliteSessionStore, type SessionStore } from './sessions.js';
 
@@ -77,6 +78,7 @@ export interface WorkerRole {
   readModels: Projection;
   familyPolicy: ConsumerGroup;
   transfers: ConsumerGroup;
+  settlements: ConsumerGroup;
   close(): Promise<void>;
 }
 
@@ -85,11 +87,14 @@ export async function startWorker(config: MoimConfig): Promise<WorkerRole> {
   const projection = await startReadModels(log);
   const familyPolicy = await startFamilyPolicy(log, readModels, projection);
   const transfers = await startTransferProcessor(log, new LedgerClient(config.ledgerUrl ?? 'http://127.0.0.1:3001'), { confirmationDelayMs: config.confirmationDelayMs });
+  const settlements = await startSettlementWorker(log);
   return {
     readModels: projection,
     familyPolicy,
     transfers,
+    settlements,
     close: async () => {
+      await settlements.stop();
       await transfers.stop();
       await familyPolicy.stop();
       await projection.stop();

@@ -4,17 +4,21 @@ import { domainError, type Decider } from 'sinho';
 export type CommunityCommand =
   | { kind: 'create'; communityId: string; name: string; description: string; owner: string }
   | { kind: 'join'; memberId: string }
-  | { kind: 'leave'; memberId: string };
+  | { kind: 'leave'; memberId: string }
+  | { kind: 'set-dues'; amount: number; by: string };
 
 export type CommunityEvent =
   | { type: 'CommunityCreated'; data: { communityId: string; name: string; description: string; owner: string } }
   | { type: 'MemberJoined'; data: { communityId: string; memberId: string } }
-  | { type: 'MemberLeft'; data: { communityId: string; memberId: string } };
+  | { type: 'MemberLeft'; data: { communityId: string; memberId: string } }
+  | { type: 'CommunityDuesSet'; data: { communityId: string; amount: number } };
 
 export interface CommunityState {
   communityId: string | null;
   owner: string;
   members: string[];
+  /** Monthly dues per member (0: none). */
+  dues: number;
 }
 
 export const communityStream = (communityId: string): string => `community-${communityId}`;
@@ -22,15 +26,17 @@ export const communityStream = (communityId: string): string => `community-${com
 export const community: Decider<CommunityCommand, CommunityState, CommunityEvent> = {
   name: 'community',
   version: 1,
-  initialState: { communityId: null, owner: '', members: [] },
+  initialState: { communityId: null, owner: '', members: [], dues: 0 },
   evolve: (state, event) => {
     switch (event.type) {
       case 'CommunityCreated':
-        return { communityId: event.data.communityId, owner: event.data.owner, members: [event.data.owner] };
+        return { communityId: event.data.communityId, owner: event.data.owner, members: [event.data.owner], dues: 0 };
       case 'MemberJoined':
         return { ...state, members: [...state.members, event.data.memberId] };
       case 'MemberLeft':
         return { ...state, members: state.members.filter((m) => m !== event.data.memberId) };
+      case 'CommunityDuesSet':
+        return { ...state, dues: event.data.amount };
     }
   },
   decide: (command, state) => {
@@ -49,6 +55,9 @@ export const community: Decider<CommunityCommand, CommunityState, CommunityEvent
         if (!state.members.includes(command.memberId)) return [];
         if (command.memberId === state.owner) throw domainError('OWNER_CANNOT_LEAVE', 'The owner cannot leave their own community.');
         return { type: 'MemberLeft', data: { communityId, memberId: command.memberId } };
+      case 'set-dues':
+        if (command.by !== state.owner) throw domainError('NOT_COMMUNITY_OWNER', 'Only the owner sets the dues.');
+        return command.amount === state.dues ? [] : { type: 'CommunityDuesSet', data: { communityId, amount: command.amount } };
     }
   },
 };

@@ -5,6 +5,7 @@ import { handleCommand, loadAggregate } from 'sinho';
 import { community, communityStream } from '../domain/community.js';
 import { requestMetadata, type App, type MoimApi, type RequireSession } from './app.js';
 import { forbidden, notFound } from './problems.js';
+import { settlementSummary, startSettlement } from '../settlement.js';
 
 const Id = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
 const Community = Type.Object({ id: Type.String(), name: Type.String(), description: Type.String(), owner: Type.String(), members: Type.Integer(), createdAt: Type.String() });
@@ -77,6 +78,51 @@ export async function communityRoutes(app: App, api: MoimApi, requireSession: Re
       const state = await load(request.params.id);
       if (!state.members.includes(request.memberId)) throw forbidden('Only members of a community see its members.');
       return { items: await api.readModels.communityMembers(request.params.id) };
+    },
+  );
+
+  app.put(
+    '/communities/:id/dues',
+    { schema: { params: Id, body: Type.Object({ amount: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }) }, { additionalProperties: false }), response: { 200: Type.Object({ amount: Type.Integer() }) } } },
+    async (request) => {
+      await load(request.params.id);
+      const result = await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'set-dues', amount: request.body.amount, by: request.memberId }, { metadata: requestMetadata(request) });
+      return { amount: result.state.dues };
+    },
+  );
+
+  const Period = Type.String({ pattern: '^[0-9]{4}-(0[1-9]|1[0-2])$' });
+  const Summary = Type.Object({
+    runId: Type.String(),
+    period: Type.String(),
+    amount: Type.Integer(),
+    members: Type.Integer(),
+    queued: Type.Integer(),
+    succeeded: Type.Integer(),
+    failed: Type.Array(Type.Object({ memberId: Type.String(), reason: Type.String() })),
+    done: Type.Boolean(),
+  });
+
+  app.post(
+    '/communities/:id/settlements',
+    { schema: { params: Id, body: Type.Object({ period: Period }, { additionalProperties: false }), response: { 202: Summary } } },
+    async (request, reply) => {
+      await load(request.params.id);
+      // Running the same period again resumes it and charges nobody twice.
+      const summary = await startSettlement(api.log, request.params.id, request.body.period, request.memberId, requestMetadata(request));
+      return reply.code(202).send(summary);
+    },
+  );
+
+  app.get(
+    '/communities/:id/settlements/:period',
+    { schema: { params: Type.Object({ id: Type.String({ format: 'uuid' }), period: Period }, { additionalProperties: false }), response: { 200: Summary } } },
+    async (request) => {
+      const state = await load(request.params.id);
+      if (state.owner !== request.memberId) throw forbidden('Only the owner sees settlements.');
+      const summary = await settlementSummary(api.log, request.params.id, request.params.period);
+      if (!summary) throw notFound('The settlement');
+      return summary;
     },
   );
 }
