@@ -47,5 +47,11 @@ describe('moim start', { timeout: 60_000 }, () => {
       child.kill('SIGTERM');
     }
     assert.equal(await exited, 0, out);
+    // The history verification over what this run wrote: no discrepancy.
+    const verify = spawn(process.execPath, [main, 'verify'], { env: { ...process.env, MOIM_DATA_DIR: dir } });
+    let report = '';
+    verify.stdout.on('data', (d: Buffer) => (report += d.toString()));
+    assert.equal(await new Promise((r) => verify.on('exit', r)), 0, report);
+    assert.match(report, /0 discrepancies/);
   });
 });

@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildLedger } from '../apps/moim/src/ledger/service.js';
-import { startApi, startWorker, type ApiRole, type WorkerRole } from '../apps/moim/src/moim.js';
-import type { EventLog } from '../src/index.js';
+import { startApi, startWorker, type WorkerRole } from '../apps/moim/src/moim.js';
+import { verifyHistory } from '../apps/moim/src/verify.js';
+import Database from 'better-sqlite3';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -20,7 +21,7 @@ describe('moim transfers', { timeout: 60_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'moim-transfers-'));
   let ledger: FastifyInstance;
   let ledgerUrl: string;
-  let api: ApiRole & { log: EventLog };
+  let api: Awaited<ReturnType<typeof startApi>>;
   let worker: WorkerRole;
   let n = 0;
 
@@ -153,5 +154,21 @@ describe('moim transfers', { timeout: 60_000 }, () => {
     for (const m of [b, c]) assert.deepEqual((await call('GET', '/me/account', m.token)).body, { balance: 40, available: 40 });
     assert.equal((await call('GET', `/communities/${id}/settlements/2026-12`, b.token)).status, 403);
     assert.equal(worker.settlements.stats().deadLetters, 0);
+  });
+
+  it('verifies the history: the read models match the log, and a tampered row is reported', async () => {
+    await worker.readModels.group.waitForCheckpoint(await api.log.headPosition());
+    const clean = await verifyHistory(api.log, api.readModels);
+    assert.deepEqual(clean.discrepancies, []);
+    assert.ok(clean.checked.balances >= 4 && clean.checked.memberships >= 4, JSON.stringify(clean.checked));
+    // Tamper with the read model behind the projection's back.
+    const db = new Database(join(dir, 'moim.sqlite'));
+    const row = db.prepare('SELECT member_id FROM moim_balances_v1 LIMIT 1').get() as { member_id: string };
+    db.prepare('UPDATE moim_balances_v1 SET balance = balance + 1 WHERE member_id = ?').run(row.member_id);
+    db.close();
+    const tampered = await verifyHistory(api.log, api.readModels);
+    assert.equal(tampered.discrepancies.length, 1);
+    assert.equal(tampered.discrepancies[0]!.kind, 'balance');
+    assert.equal(tampered.discrepancies[0]!.key, row.member_id);
   });
 });

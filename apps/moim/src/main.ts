@@ -9,6 +9,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { consumerGroups } from 'sinho';
 import { buildLedger, ledgerOptionsFromEnv } from './ledger/service.js';
 import { configFromEnv, openStore, startApi, startWorker } from './moim.js';
+import { verifyHistory } from './verify.js';
 
 const program = new Command('moim').description('moim, the reference community service built on Sinho');
 
@@ -90,19 +91,107 @@ program
     up({ url: address });
   });
 
+/** Opens the store for one CLI command and closes it afterwards. */
+async function withStore<T>(work: (store: ReturnType<typeof openStore>) => Promise<T>): Promise<T> {
+  const store = openStore(configFromEnv());
+  try {
+    return await work(store);
+  } finally {
+    store.readModels.close();
+    await store.log.close();
+  }
+}
+
+const position = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('a position is an integer >= 1');
+  return n;
+};
+
+program
+  .command('migrate')
+  .description("create or upgrade the store's schema (every start does this too), then exit")
+  .action(() => withStore(async ({ log }) => console.log(`store ready: head position ${await log.headPosition()}`)));
+
 program
   .command('groups')
-  .description('list consumer groups with their checkpoint, lag and dead letters')
-  .action(async () => {
-    const { log, readModels } = openStore(configFromEnv());
-    try {
+  .description('list consumer groups with their checkpoint, lag, dead letters and pending retries')
+  .action(() =>
+    withStore(async ({ log }) => {
       for (const g of await consumerGroups(log).list()) {
-        console.log(`${g.name}\tcheckpoint ${g.checkpoint}\tlag ${g.lag}\tdead letters ${g.deadLetters}\tpending ${g.pending}`);
+        console.log(`${g.name}\tcheckpoint ${g.checkpoint}\tlag ${g.lag}\tdead letters ${g.deadLetters}\tpending ${g.pending}${g.partitions ? `\tpartitions ${g.partitions}` : ''}`);
       }
-    } finally {
-      readModels.close();
-      await log.close();
-    }
-  });
+    }),
+  );
 
-await program.parseAsync();
+const deadLetters = program.command('dead-letters').description('inspect and operate dead letters of a consumer group (stop the group first, or run this where it runs)');
+deadLetters
+  .command('list <group>')
+  .description('list the dead letters of a group, with their errors')
+  .action((group: string) =>
+    withStore(async ({ log }) => {
+      const letters = await consumerGroups(log).deadLetters(group);
+      for (const l of letters) console.log(`position ${l.position}\tevent ${l.eventId}\tkey ${l.key}\tattempts ${l.attempts}\tlast error: ${l.errors.at(-1)?.message ?? ''}`);
+      console.log(`${letters.length} dead letter(s)`);
+    }),
+  );
+deadLetters
+  .command('retry <group> [position]')
+  .description('deliver one dead letter (or, with --all, every one) again')
+  .option('--all', 'every dead letter of the group')
+  .action((group: string, at: string | undefined, options: { all?: boolean }) =>
+    withStore(async ({ log }) => {
+      if (options.all) return console.log(`redelivering ${await consumerGroups(log).redeliverAll(group)} dead letter(s)`);
+      if (at === undefined) throw new InvalidArgumentError('give a position or --all');
+      await consumerGroups(log).redeliver(group, position(at));
+      console.log(`position ${at} will be delivered again`);
+    }),
+  );
+deadLetters
+  .command('discard <group> <position>')
+  .description('drop a dead letter for good')
+  .action((group: string, at: string) =>
+    withStore(async ({ log }) => {
+      await consumerGroups(log).discard(group, position(at));
+      console.log(`position ${at} discarded`);
+    }),
+  );
+
+program
+  .command('replay <group>')
+  .description('move a stopped consumer group back, so it handles events again from a position or a time')
+  .requiredOption('--from <position|time>', 'a log position (inclusive) or an ISO time')
+  .action((group: string, options: { from: string }) =>
+    withStore(async ({ log }) => {
+      const from = /^\d+$/.test(options.from) ? position(options.from) : { at: new Date(options.from) };
+      if (typeof from === 'object' && Number.isNaN(from.at.getTime())) throw new InvalidArgumentError('--from is neither a position nor a time');
+      await consumerGroups(log).reset(group, from);
+      console.log(`${group} will replay from ${options.from}`);
+    }),
+  );
+
+program
+  .command('verify')
+  .description('recompute memberships and balances from the log and compare them with the read models; exits 1 on any discrepancy')
+  .action(() =>
+    withStore(async ({ log, readModels }) => {
+      const report = await verifyHistory(log, readModels);
+      console.log(
+        `verified read models v${report.readModelVersion} at position ${report.position}: ${report.events} events, ${report.checked.communities} communities, ${report.checked.memberships} memberships, ${report.checked.familyMemberships} family memberships, ${report.checked.balances} balances`,
+      );
+      for (const d of report.discrepancies) console.log(`DISCREPANCY ${d.kind} ${d.key}: log says ${d.expected}, read model says ${d.actual}`);
+      console.log(`${report.discrepancies.length} discrepancies`);
+      if (report.discrepancies.length > 0) process.exitCode = 1;
+    }),
+  );
+
+program.showHelpAfterError();
+program.configureOutput({ outputError: (text, write) => write(`moim: ${text}`) });
+try {
+  await program.parseAsync();
+} catch (error) {
+  // Typed errors from Sinho (unknown group, group busy, ...) are the user's to read, not a crash.
+  const e = error as Error & { code?: string };
+  console.error(`moim: ${e.code ? `${e.code}: ` : ''}${e.message}`);
+  process.exitCode = 1;
+}

@@ -55,7 +55,7 @@ export interface ApiRole {
   close(): Promise<void>;
 }
 
-export async function startApi(config: MoimConfig, options: AppOptions = {}): Promise<ApiRole & { log: EventLog }> {
+export async function startApi(config: MoimConfig, options: AppOptions = {}): Promise<ApiRole & { log: EventLog; readModels: ReadModels }> {
   const { log, readModels } = openStore(config);
   const sessions = new SqliteSessionStore(join(config.dataDir, 'sessions.sqlite'));
   let ready = true;
@@ -64,6 +64,7 @@ export async function startApi(config: MoimConfig, options: AppOptions = {}): Pr
     app,
     sessions,
     log,
+    readModels,
     close: async () => {
       ready = false;
       await app.close();

@@ -12,7 +12,12 @@ import { liveProjectionVersion, runProjection, type EventLog, type Projection, t
 export const READ_MODELS = 'moim-read-models';
 export const READ_MODEL_VERSION = 1;
 
-const tables = (v: number) => ({ communities: `moim_communities_v${v}`, memberships: `moim_memberships_v${v}`, families: `moim_family_members_v${v}` });
+export const tables = (v: number) => ({
+  communities: `moim_communities_v${v}`,
+  memberships: `moim_memberships_v${v}`,
+  families: `moim_family_members_v${v}`,
+  balances: `moim_balances_v${v}`,
+});
 
 export function readModelSetup(v: number): string[] {
   const t = tables(v);
@@ -23,7 +28,24 @@ export function readModelSetup(v: number): string[] {
     `CREATE INDEX IF NOT EXISTS ${t.memberships}_member ON ${t.memberships} (member_id)`,
     `CREATE TABLE IF NOT EXISTS ${t.families} (family_id TEXT NOT NULL, member_id TEXT NOT NULL, PRIMARY KEY (family_id, member_id)) WITHOUT ROWID`,
     `CREATE INDEX IF NOT EXISTS ${t.families}_member ON ${t.families} (member_id)`,
+    `CREATE TABLE IF NOT EXISTS ${t.balances} (member_id TEXT PRIMARY KEY, balance INTEGER NOT NULL) WITHOUT ROWID`,
   ];
+}
+
+/** How an account event changes the balance (reservations do not). */
+export function balanceDelta(event: { stream: string; type: string; data: unknown }): number {
+  if (!event.stream.startsWith('account-')) return 0;
+  const { amount } = event.data as { amount?: number };
+  switch (event.type) {
+    case 'FundsDeposited':
+    case 'TransferCredited':
+      return amount ?? 0;
+    case 'TransferDebited':
+    case 'DuesCharged':
+      return -(amount ?? 0);
+    default:
+      return 0;
+  }
 }
 
 /** Runs the read-model projection (worker role). */
@@ -35,6 +57,7 @@ export function startReadModels(log: EventLog, version = READ_MODEL_VERSION): Pr
     bindings: [
       { kind: 'topic', pattern: 'community.*' },
       { kind: 'topic', pattern: 'family.*' },
+      { kind: 'topic', pattern: 'account.*' },
     ],
     concurrency: 32,
     project: (event: RecordedEvent, tx) => {
@@ -63,6 +86,15 @@ export function startReadModels(log: EventLog, version = READ_MODEL_VERSION): Pr
         case 'FamilyMemberRemoved':
           tx.execute(`DELETE FROM ${t.families} WHERE family_id = ? AND member_id = ?`, [d.familyId, d.memberId]);
           break;
+        default: {
+          const delta = balanceDelta(event);
+          if (delta !== 0) {
+            tx.execute(`INSERT INTO ${t.balances} (member_id, balance) VALUES (?, ?) ON CONFLICT (member_id) DO UPDATE SET balance = balance + excluded.balance`, [
+              event.stream.slice('account-'.length),
+              delta,
+            ]);
+          }
+        }
       }
     },
   });
@@ -123,6 +155,23 @@ export class ReadModels {
   async familiesOf(memberId: string): Promise<string[]> {
     const t = await this.t();
     return (this.db.prepare(`SELECT family_id AS id FROM ${t.families} WHERE member_id = ?`).all(memberId) as { id: string }[]).map((r) => r.id);
+  }
+
+  /**
+   * Every row of the live version, read in one SQLite read transaction (a
+   * consistent snapshot: the projection writes its rows and its checkpoint in
+   * one commit), for `moim verify`.
+   */
+  async snapshot(): Promise<{ version: number; communities: { id: string; members: number }[]; memberships: { community_id: string; member_id: string }[]; families: { family_id: string; member_id: string }[]; balances: { member_id: string; balance: number }[] }> {
+    const t = await this.t();
+    const read = this.db.transaction(() => ({
+      version: this.version,
+      communities: this.db.prepare(`SELECT id, members FROM ${t.communities}`).all() as { id: string; members: number }[],
+      memberships: this.db.prepare(`SELECT community_id, member_id FROM ${t.memberships}`).all() as { community_id: string; member_id: string }[],
+      families: this.db.prepare(`SELECT family_id, member_id FROM ${t.families}`).all() as { family_id: string; member_id: string }[],
+      balances: this.db.prepare(`SELECT member_id, balance FROM ${t.balances}`).all() as { member_id: string; balance: number }[],
+    }));
+    return read.deferred();
   }
 
   close(): void {
