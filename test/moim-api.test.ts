@@ -156,8 +156,20 @@ describe('moim API', { timeout: 60_000 }, () => {
     assert.deepEqual((await call('GET', `/families/${id1}`, { token: owner.token })).body.members, [owner.id]);
   });
 
-  it('answers the probes', async () => {
+  it('answers the probes, serves its OpenAPI document and docs page, and exposes metrics', async () => {
     assert.deepEqual((await call('GET', '/healthz')).body, { status: 'ok' });
     assert.deepEqual((await call('GET', '/readyz')).body, { status: 'ready' });
+    const openapi = await api.app.inject({ method: 'GET', url: '/docs/json' });
+    const doc = JSON.parse(openapi.body) as { openapi: string; paths: Record<string, unknown> };
+    assert.match(doc.openapi, /^3\./);
+    for (const path of ['/members', '/sessions', '/communities', '/communities/{id}/members', '/families/{id}', '/transfers']) assert.ok(doc.paths[path], `${path} documented`);
+    const page = await api.app.inject({ method: 'GET', url: '/docs/' });
+    assert.equal(page.statusCode, 200);
+    assert.match(String(page.headers['content-type']), /html/);
+    const metrics = await api.app.inject({ method: 'GET', url: '/metrics' });
+    assert.match(metrics.body, /http_request_duration_seconds_bucket\{[^}]*route="\/members"/);
+    assert.match(metrics.body, /nodejs_eventloop_lag_seconds/);
+    assert.match(metrics.body, /sinho_consumer_group_lag\{group="moim-read-models@v1"\} \d+/);
+    assert.match(metrics.body, /sinho_consumer_group_dead_letters\{group="family-identity-policy"\} 0/);
   });
 });

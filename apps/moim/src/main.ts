@@ -6,6 +6,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
+import { pino } from 'pino';
 import { consumerGroups } from 'sinho';
 import { buildLedger, ledgerOptionsFromEnv } from './ledger/service.js';
 import { configFromEnv, openStore, startApi, startWorker } from './moim.js';
@@ -72,7 +73,7 @@ program
       return up({ url });
     }
     if (options.role === 'worker') {
-      const worker = await startWorker(config);
+      const worker = await startWorker(config, process.env.MOIM_LOG === 'off' ? undefined : pino({ level: process.env.MOIM_LOG ?? 'info', base: { role: 'worker' } }));
       stops.push(worker.close);
       console.log(`moim worker: projections, policies and transfers running on ${config.dataDir} (ledger ${config.ledgerUrl})`);
       return up({});

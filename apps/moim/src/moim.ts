@@ -6,8 +6,9 @@
  * work never shares an event loop with requests.
  */
 import { mkdirSync } from 'node:fs';
+import { pino, type Logger } from 'pino';
 import { join } from 'node:path';
-import type { EventLog, Projection, ConsumerGroup } from 'sinho';
+import type { EventLog, Projection, ConsumerGroup, Subscription } from 'sinho';
 import { openSqliteEventLog } from 'sinho/sqlite';
 import { buildApp, type App, type AppOptions } from './http/app.js';
 import { startFamilyPolicy } from './family-policy.js';
@@ -83,12 +84,13 @@ export interface WorkerRole {
   close(): Promise<void>;
 }
 
-export async function startWorker(config: MoimConfig): Promise<WorkerRole> {
+export async function startWorker(config: MoimConfig, logger: Logger = pino({ enabled: false })): Promise<WorkerRole> {
   const { log, readModels } = openStore(config);
   const projection = await startReadModels(log);
   const familyPolicy = await startFamilyPolicy(log, readModels, projection);
-  const transfers = await startTransferProcessor(log, new LedgerClient(config.ledgerUrl ?? 'http://127.0.0.1:3001'), { confirmationDelayMs: config.confirmationDelayMs });
+  const transfers = await startTransferProcessor(log, new LedgerClient(config.ledgerUrl ?? 'http://127.0.0.1:3001'), { confirmationDelayMs: config.confirmationDelayMs, logger });
   const settlements = await startSettlementWorker(log);
+  for (const group of [projection.group, familyPolicy, transfers, settlements]) observe(group, logger);
   return {
     readModels: projection,
     familyPolicy,
@@ -103,4 +105,11 @@ export async function startWorker(config: MoimConfig): Promise<WorkerRole> {
       await log.close();
     },
   };
+}
+
+/** Logs a group's retries, dead letters and failures (the handlers log their own steps with the correlation id). */
+function observe(group: Subscription, logger: Logger): void {
+  group.on('subscription:retry', (e) => logger.warn({ group: e.group, position: e.position, key: e.key, attempt: e.attempt, error: e.error, dueAt: new Date(e.dueAt).toISOString() }, 'delivery failed; retry scheduled'));
+  group.on('subscription:dead-letter', (e) => logger.error({ group: e.group, position: e.position, key: e.key, attempts: e.attempts, error: e.error }, 'dead letter'));
+  group.on('subscription:error', (e) => logger.error({ group: e.group, err: e.error }, 'consumer group failed'));
 }

@@ -13,16 +13,19 @@
  */
 import { handleCommand, loadAggregate, subscribe, type ConsumerGroup, type EventLog, type RecordedEvent } from 'sinho';
 import { MAX_CHECKS, transfer, transferStream } from './domain/transfer.js';
+import type { Logger } from 'pino';
 import type { LedgerClient } from './ledger/client.js';
 import { confirmTransfer, failTransfer } from './transfers.js';
 
 export interface TransferProcessorOptions {
   /** Delay before each confirmation check, ms. Default 5,000. */
   confirmationDelayMs?: number;
+  logger?: Pick<Logger, 'info'>;
 }
 
 export function startTransferProcessor(log: EventLog, ledger: LedgerClient, options: TransferProcessorOptions = {}): Promise<ConsumerGroup> {
   const delay = options.confirmationDelayMs ?? 5000;
+  const logger = options.logger ?? { info: () => {} };
   return subscribe(log, 'transfer-processor', {
     bindings: [{ kind: 'direct', key: 'transfer.TransferRequested' }],
     concurrency: 32,
@@ -37,12 +40,14 @@ export function startTransferProcessor(log: EventLog, ledger: LedgerClient, opti
         await ledger.submit({ id: transferId, from, to, amount }, ctx.signal);
         await handleCommand(log, transfer, stream, { kind: 'submit' }, { commandId: `${event.id}:submit`, metadata });
         ctx.schedule(delay);
+        logger.info({ correlationId: metadata.correlationId, transferId }, 'transfer submitted to the ledger');
         return;
       }
       const result = await ledger.status(transferId, ctx.signal);
-      if (result.status === 'confirmed') return confirmTransfer(log, transferId, metadata);
-      if (result.status === 'failed') return failTransfer(log, transferId, result.reason, metadata);
-      if (state.checks + 1 >= MAX_CHECKS) return failTransfer(log, transferId, `not final after ${MAX_CHECKS} checks`, metadata);
+      const outcome = result.status === 'pending' && state.checks + 1 >= MAX_CHECKS ? { status: 'failed' as const, reason: `not final after ${MAX_CHECKS} checks` } : result;
+      if (outcome.status !== 'pending') logger.info({ correlationId: metadata.correlationId, transferId, outcome: outcome.status }, 'transfer settled');
+      if (outcome.status === 'confirmed') return confirmTransfer(log, transferId, metadata);
+      if (outcome.status === 'failed') return failTransfer(log, transferId, outcome.reason, metadata);
       await handleCommand(log, transfer, stream, { kind: 'still-pending' }, { commandId: `${event.id}:check-${state.checks + 1}`, metadata });
       ctx.schedule(delay);
     },

@@ -13,7 +13,10 @@ import type { ReadModels } from '../read-models.js';
 import type { SessionStore } from '../sessions.js';
 import { communityRoutes } from './communities.js';
 import { familyRoutes } from './families.js';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
 import { memberRoutes } from './members.js';
+import { registerMetrics } from './metrics.js';
 import { transferRoutes } from './transfers.js';
 import { HttpProblem, problemHandler, unauthorized } from './problems.js';
 
@@ -67,6 +70,17 @@ export async function buildApp(api: MoimApi, options: AppOptions = {}): Promise<
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
+
+  // The OpenAPI document is built from the routes' schemas: /docs/json, and a page at /docs.
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'moim', version: '0.1.0', description: 'The reference community service built on Sinho. Errors are application/problem+json with a stable `code`.' },
+      components: { securitySchemes: { session: { type: 'http', scheme: 'bearer', description: 'A token from POST /sessions' } } },
+      security: [{ session: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  registerMetrics(app, api.log);
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
