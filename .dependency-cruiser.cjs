@@ -26,6 +26,20 @@ module.exports = {
       to: { path: 'node_modules/(better-sqlite3|pg|pg-.*|amqplib|ioredis)/' },
     },
     {
+      name: 'moim-uses-the-public-api',
+      severity: 'error',
+      comment: 'moim is built only on the published package (imports of "sinho", "sinho/sqlite", ...), never on library internals.',
+      from: { path: '^apps/moim/' },
+      to: { path: '^src/' },
+    },
+    {
+      name: 'moim-member-module-does-not-know-families',
+      severity: 'error',
+      comment: 'The member module publishes facts only; the family module reacts to them.',
+      from: { path: '^apps/moim/src/domain/member' },
+      to: { path: 'family' },
+    },
+    {
       name: 'adapters-do-not-import-each-other',
       severity: 'error',
       from: { path: '^src/log/(memory|sqlite|postgres)/' },

@@ -85,7 +85,11 @@ program
       const worker = await forkRole(['start', '--role', 'worker'], { ...process.env, LEDGER_URL: ledger.message.url }, childDied('worker'));
       stops.push(worker.stop);
     }
-    const api = await startApi(config, { logger: process.env.MOIM_LOG === 'off' ? false : { level: process.env.MOIM_LOG ?? 'info' } });
+    const api = await startApi(config, {
+      logger: process.env.MOIM_LOG === 'off' ? false : { level: process.env.MOIM_LOG ?? 'info' },
+      loginAttemptsPerMinute: Number(process.env.MOIM_LOGIN_LIMIT_PER_EMAIL ?? 10),
+      loginAttemptsPerMinutePerAddress: Number(process.env.MOIM_LOGIN_LIMIT_PER_ADDRESS ?? 100),
+    });
     stops.push(api.close);
     const address = await api.app.listen({ port: options.port, host: options.host });
     console.log(`moim API listening on ${address} (data in ${config.dataDir}); try: curl ${address}/healthz`);

@@ -6,11 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { EventLog } from 'sinho';
-import type { ReadModels } from '../read-models.js';
-import type { SessionStore } from '../sessions.js';
 import { communityRoutes } from './communities.js';
 import { familyRoutes } from './families.js';
 import swagger from '@fastify/swagger';
@@ -19,16 +16,9 @@ import { memberRoutes } from './members.js';
 import { registerMetrics } from './metrics.js';
 import { transferRoutes } from './transfers.js';
 import { HttpProblem, problemHandler, unauthorized } from './problems.js';
+import type { App, MoimApi } from './context.js';
 
-export interface MoimApi {
-  log: EventLog;
-  sessions: SessionStore;
-  readModels: ReadModels;
-  /** Session lifetime, ms. */
-  sessionTtlMs: number;
-  /** False while starting or draining: `/readyz` answers 503. */
-  ready(): boolean;
-}
+export type { App, MoimApi } from './context.js';
 
 export interface AppOptions {
   /** Largest request body, bytes. Default 16 KiB. */
@@ -41,14 +31,6 @@ export interface AppOptions {
   loginAttemptsPerMinutePerAddress?: number;
 }
 
-export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The signed-in member (set by `requireSession`). */
-    memberId: string;
-  }
-}
 
 export async function buildApp(api: MoimApi, options: AppOptions = {}): Promise<App> {
   const app = Fastify({
@@ -103,11 +85,4 @@ export async function buildApp(api: MoimApi, options: AppOptions = {}): Promise<
   await app.register(async (scope) => familyRoutes(scope as App, api, requireSession));
   await app.register(async (scope) => transferRoutes(scope as App, api, requireSession));
   return app;
-}
-
-export type RequireSession = (request: FastifyRequest) => Promise<void>;
-
-/** The correlation metadata every event caused by a request carries. */
-export function requestMetadata(request: FastifyRequest): { correlationId: string; actor?: string } {
-  return request.memberId ? { correlationId: request.id, actor: request.memberId } : { correlationId: request.id };
 }

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
 import { handleCommand, loadAggregate } from 'sinho';
 import { community, communityStream } from '../domain/community.js';
-import { requestMetadata, type App, type MoimApi, type RequireSession } from './app.js';
+import { requestMetadata, type App, type MoimApi, type RequireSession } from './context.js';
 import { forbidden, notFound } from './problems.js';
 import { settlementSummary, startSettlement } from '../settlement.js';
 
@@ -61,7 +61,7 @@ export async function communityRoutes(app: App, api: MoimApi, requireSession: Re
 
   app.post('/communities/:id/members', { schema: { params: Id, response: { 200: Type.Object({ joined: Type.Boolean() }) } } }, async (request) => {
     await load(request.params.id);
-    const result = await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'join', memberId: request.memberId }, { metadata: requestMetadata(request) });
+    const result = await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'join', memberId: request.memberId }, { metadata: requestMetadata(request), snapshotEvery: 50 });
     return { joined: result.events.length > 0 };
   });
 

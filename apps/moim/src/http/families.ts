@@ -4,7 +4,7 @@ import { Type } from 'typebox';
 import { handleCommand, loadAggregate } from 'sinho';
 import { family, familyStream } from '../domain/family.js';
 import { member, memberStream } from '../domain/member.js';
-import { requestMetadata, type App, type MoimApi, type RequireSession } from './app.js';
+import { requestMetadata, type App, type MoimApi, type RequireSession } from './context.js';
 import { forbidden, notFound } from './problems.js';
 
 const Id = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });

@@ -5,7 +5,7 @@ import { handleCommand, loadAggregate, WrongExpectedRevision } from 'sinho';
 import { member, memberStream } from '../domain/member.js';
 import { hashPassword, verifyPassword } from '../passwords.js';
 import { RateLimiter } from '../rate-limit.js';
-import { requestMetadata, type App, type MoimApi, type RequireSession } from './app.js';
+import { requestMetadata, type App, type MoimApi, type RequireSession } from './context.js';
 import { HttpProblem, notFound } from './problems.js';
 
 /** One stream per e-mail address claims it: registering appends to it with `noStream`, so two registrations cannot share an address. */

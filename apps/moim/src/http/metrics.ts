@@ -6,7 +6,7 @@
  */
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { consumerGroups, type EventLog } from 'sinho';
-import type { App } from './app.js';
+import type { App } from './context.js';
 
 export function registerMetrics(app: App, log: EventLog): void {
   const registry = new Registry();

@@ -5,7 +5,7 @@ import { loadAggregate } from 'sinho';
 import { account, accountStream, available } from '../domain/account.js';
 import { transfer, transferStream } from '../domain/transfer.js';
 import { deposit, requestTransfer } from '../transfers.js';
-import { requestMetadata, type App, type MoimApi, type RequireSession } from './app.js';
+import { requestMetadata, type App, type MoimApi, type RequireSession } from './context.js';
 import { forbidden, notFound } from './problems.js';
 
 const Amount = Type.Integer({ minimum: 1, maximum: 1_000_000_000 });
