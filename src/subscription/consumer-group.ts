@@ -135,8 +135,8 @@ export interface DeadLetter {
 /** The typed events a running group emits, for logs and metrics. */
 export interface SubscriptionEventMap {
   'subscription:handled': [{ group: string; position: number; attempt: number }];
-  'subscription:retry': [{ group: string; position: number; key: string; attempt: number; error: string; dueAt: number }];
-  'subscription:dead-letter': [{ group: string; position: number; key: string; attempts: number; error: string }];
+  'subscription:retry': [{ group: string; position: number; key: string; attempt: number; error: string; dueAt: number; correlationId?: string }];
+  'subscription:dead-letter': [{ group: string; position: number; key: string; attempts: number; error: string; correlationId?: string }];
   'subscription:checkpoint': [{ group: string; position: number }];
   'subscription:error': [{ group: string; error: Error }];
   'subscription:stopped': [{ group: string }];
@@ -502,7 +502,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     if (attempt >= this.retry.maxAttempts) {
       item.row = this.deferRow(item.position, event.id, q.key, 'dead', attempt, null, errors);
       this.deadRows.set(deadKey('ordered', item.position), item.row);
-      this.emit('subscription:dead-letter', { group: this.name, position: item.position, key: q.key, attempts: attempt, error: message });
+      this.emit('subscription:dead-letter', { group: this.name, position: item.position, key: q.key, attempts: attempt, error: message, correlationId: event.metadata.correlationId });
       if (this.deadLetterPolicy === 'skip') {
         q.items.shift();
         if (q.items.length === 0) q.blocked = false;
@@ -515,7 +515,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     const dueAt = Date.now() + this.retry.delayAfter(attempt);
     item.row = this.deferRow(item.position, event.id, q.key, 'retry', attempt, dueAt, errors);
     this.block(q);
-    this.emit('subscription:retry', { group: this.name, position: item.position, key: q.key, attempt, error: message, dueAt });
+    this.emit('subscription:retry', { group: this.name, position: item.position, key: q.key, attempt, error: message, dueAt, correlationId: event.metadata.correlationId });
     this.armDueTimer();
   }
 
@@ -600,7 +600,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
         this.scheduled.delete(row.position);
         const dead = this.deferRow(row.position, row.eventId, row.key, 'dead', attempt, null, errors, 'scheduled');
         this.deadRows.set(deadKey('scheduled', row.position), dead);
-        this.emit('subscription:dead-letter', { group: this.name, position: row.position, key: row.key, attempts: attempt, error: message });
+        this.emit('subscription:dead-letter', { group: this.name, position: row.position, key: row.key, attempts: attempt, error: message, correlationId: event.metadata.correlationId });
       } else {
         const next = this.deferRow(row.position, row.eventId, row.key, 'scheduled', attempt, Date.now() + this.retry.delayAfter(attempt), errors, 'scheduled');
         this.scheduled.set(row.position, next);

@@ -109,7 +109,9 @@ export async function startWorker(config: MoimConfig, logger: Logger = pino({ en
 
 /** Logs a group's retries, dead letters and failures (the handlers log their own steps with the correlation id). */
 function observe(group: Subscription, logger: Logger): void {
-  group.on('subscription:retry', (e) => logger.warn({ group: e.group, position: e.position, key: e.key, attempt: e.attempt, error: e.error, dueAt: new Date(e.dueAt).toISOString() }, 'delivery failed; retry scheduled'));
-  group.on('subscription:dead-letter', (e) => logger.error({ group: e.group, position: e.position, key: e.key, attempts: e.attempts, error: e.error }, 'dead letter'));
+  group.on('subscription:retry', (e) =>
+    logger.warn({ group: e.group, position: e.position, key: e.key, attempt: e.attempt, error: e.error, dueAt: new Date(e.dueAt).toISOString(), correlationId: e.correlationId }, 'delivery failed; retry scheduled'),
+  );
+  group.on('subscription:dead-letter', (e) => logger.error({ group: e.group, position: e.position, key: e.key, attempts: e.attempts, error: e.error, correlationId: e.correlationId }, 'dead letter'));
   group.on('subscription:error', (e) => logger.error({ group: e.group, err: e.error }, 'consumer group failed'));
 }
