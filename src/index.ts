@@ -9,6 +9,7 @@ export { DEFAULT_LOG_LIMITS, categoryOf } from './log/validation.js';
 export { eventSchema, createUpcasters, type EventSchema, type LatestData, type Upcasters } from './log/upcasting.js';
 export type { EventLogOptions } from './log/stored-event-log.js';
 export { snapshotKey, type Decider, type DomainEvent } from './aggregate/decider.js';
+export { AggregateStateCache, type CachedState } from './aggregate/state-cache.js';
 export {
   handleCommand,
   loadAggregate,

@@ -73,13 +73,13 @@ describe('moim transfers', { timeout: 60_000 }, () => {
     assert.deepEqual((await call('GET', '/me/account', b.token)).body, { balance: 300, available: 300 });
     assert.equal((await call('GET', `/transfers/${ok.body.transferId}`, b.token)).status, 200, 'the payee sees it');
 
-    await fetch(`${ledgerUrl}/simulate/fail-next`, { method: 'POST' });
+    assert.equal((await fetch(`${ledgerUrl}/simulate/fail-next`, { method: 'POST' })).status, 200);
     const failed = await call('POST', '/transfers', a.token, { to: b.id, amount: 100 });
     const f = await settled(a.token, failed.body.transferId);
     assert.equal(f.status, 'failed');
     assert.equal(f.reason, 'rejected by the ledger');
 
-    await fetch(`${ledgerUrl}/simulate/hold-next`, { method: 'POST' });
+    assert.equal((await fetch(`${ledgerUrl}/simulate/hold-next`, { method: 'POST' })).status, 200);
     const held = await call('POST', '/transfers', a.token, { to: b.id, amount: 100 });
     const h = await settled(a.token, held.body.transferId);
     assert.equal(h.status, 'failed');

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { EventIdConflict, InvalidInput, SinhoError, WrongExpectedRevision } from '../errors.js';
 import type { EventLog, JsonValue, NewEvent, RecordedEvent, EventMetadata } from '../log/types.js';
 import { snapshotKey, type Decider, type DomainEvent } from './decider.js';
+import type { AggregateStateCache } from './state-cache.js';
 
 export interface HandleCommandOptions {
   /**
@@ -17,6 +18,8 @@ export interface HandleCommandOptions {
   /** Metadata for every appended event (correlation, causation, actor, headers). */
   metadata?: EventMetadata;
   durability?: 'durable' | 'relaxed';
+  /** Start from a cached state and cache the result (see AggregateStateCache). */
+  cache?: AggregateStateCache;
 }
 
 export interface CommandResult<State, Event extends DomainEvent> {
@@ -52,12 +55,17 @@ export async function loadAggregate<C, S, E extends DomainEvent>(
   log: EventLog,
   decider: Decider<C, S, E>,
   stream: string,
-  options: { upToRevision?: number; useSnapshot?: boolean } = {},
+  options: { upToRevision?: number; useSnapshot?: boolean; cache?: AggregateStateCache } = {},
 ): Promise<LoadedAggregate<S>> {
   let state = decider.initialState;
   let revision = -1;
   let fromSnapshot: number | undefined;
-  if (options.useSnapshot !== false) {
+  const cacheKey = `${snapshotKey(decider)}|${stream}`;
+  const cached = options.upToRevision === undefined ? options.cache?.get(cacheKey) : undefined;
+  if (cached) {
+    state = cached.state as S;
+    revision = cached.revision;
+  } else if (options.useSnapshot !== false) {
     const snapshot = await log.readSnapshot(stream, snapshotKey(decider));
     if (snapshot && (options.upToRevision === undefined || snapshot.revision <= options.upToRevision)) {
       state = snapshot.state as S;
@@ -72,6 +80,7 @@ export async function loadAggregate<C, S, E extends DomainEvent>(
       revision = event.revision;
     }
   }
+  if (options.upToRevision === undefined && revision >= 0) options.cache?.set(cacheKey, { state, revision });
   return { state, revision, fromSnapshot };
 }
 
@@ -127,7 +136,7 @@ export async function handleCommand<C, S, E extends DomainEvent>(
       const [first] = await log.readEvents([commandEventId(commandId, stream, 0)]);
       if (first) return previousResult(log, decider, stream, commandId, first);
     }
-    const loaded = await loadAggregate(log, decider, stream);
+    const loaded = await loadAggregate(log, decider, stream, { cache: options.cache });
     const decided = await decider.decide(command, loaded.state);
     const domainEvents: readonly E[] = Array.isArray(decided) ? decided : [decided as E];
     if (domainEvents.length === 0) return { events: [], state: loaded.state, revision: loaded.revision, alreadyHandled: false };
@@ -145,6 +154,7 @@ export async function handleCommand<C, S, E extends DomainEvent>(
       let state = loaded.state;
       const recorded = await log.readEvents(appended.events.map((e) => e.id));
       for (const e of recorded) state = decider.evolve(state, e as unknown as E);
+      options.cache?.set(`${snapshotKey(decider)}|${stream}`, { state, revision: appended.revision });
       if (options.snapshotEvery !== undefined) {
         const k = options.snapshotEvery;
         if (Math.floor((appended.revision + 1) / k) > Math.floor((loaded.revision + 1) / k)) {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { Decider, SinhoError } from '../../src/index.js';
-import { domainError, handleCommand, loadAggregate, truncateToSnapshot } from '../../src/index.js';
+import { AggregateStateCache, domainError, handleCommand, loadAggregate, truncateToSnapshot } from '../../src/index.js';
 import { collect, stream } from './event-log.js';
 import { suiteLogs, type LogFactory } from '../support/logs.js';
 
@@ -105,6 +105,32 @@ export function aggregateConformance(name: string, factory: LogFactory): void {
       } catch (error) {
         assert.equal((error as SinhoError).code, 'CONCURRENCY_RETRIES_EXHAUSTED');
       }
+    });
+
+    it('gives the same decisions with state caches as without, when several writers (each with its own cache) share a stream', async () => {
+      const log = await open();
+      const s = stream('account');
+      const caches = [new AggregateStateCache(), new AggregateStateCache(), new AggregateStateCache(2)];
+      await handleCommand(log, account, s, { kind: 'open', owner: 'a' }, { cache: caches[0] });
+      // Concurrent deposits and withdrawals through three "processes": each cache goes stale as the others write.
+      let refused = 0;
+      await Promise.all(
+        Array.from({ length: 60 }, async (_, i) => {
+          const cache = caches[i % 3]!;
+          const command = i % 4 === 3 ? ({ kind: 'withdraw', amount: 5 } as const) : ({ kind: 'deposit', amount: 2 } as const);
+          try {
+            await handleCommand(log, account, s, command, { cache, maxAttempts: 100 });
+          } catch (error) {
+            if ((error as SinhoError).code !== 'DOMAIN_RULE_VIOLATED') throw error;
+            refused += 1;
+          }
+        }),
+      );
+      const truth = await loadAggregate(log, account, s, { useSnapshot: false });
+      for (const cache of caches) assert.deepEqual((await loadAggregate(log, account, s, { cache })).state, truth.state, 'a cached state catches up with every other writer');
+      assert.equal(truth.state.balance, 45 * 2 - (15 - refused) * 5);
+      assert.ok(truth.state.balance >= 0, 'no withdrawal was decided on a stale balance');
+      assert.ok(caches[2]!.size <= 2);
     });
 
     it('handles a command id once, even when delivered concurrently', async () => {

@@ -8,7 +8,7 @@
 import { mkdirSync } from 'node:fs';
 import { pino, type Logger } from 'pino';
 import { join } from 'node:path';
-import type { EventLog, Projection, ConsumerGroup, Subscription } from 'sinho';
+import { AggregateStateCache, type EventLog, type Projection, type ConsumerGroup, type Subscription } from 'sinho';
 import { openSqliteEventLog } from 'sinho/sqlite';
 import { buildApp, type App, type AppOptions } from './http/app.js';
 import { startFamilyPolicy } from './family-policy.js';
@@ -60,7 +60,7 @@ export async function startApi(config: MoimConfig, options: AppOptions = {}): Pr
   const { log, readModels } = openStore(config);
   const sessions = new SqliteSessionStore(join(config.dataDir, 'sessions.sqlite'));
   let ready = true;
-  const app = await buildApp({ log, sessions, readModels, sessionTtlMs: config.sessionTtlMs, ready: () => ready }, options);
+  const app = await buildApp({ log, sessions, readModels, stateCache: new AggregateStateCache(50_000), sessionTtlMs: config.sessionTtlMs, ready: () => ready }, options);
   return {
     app,
     sessions,

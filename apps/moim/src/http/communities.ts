@@ -15,7 +15,7 @@ export async function communityRoutes(app: App, api: MoimApi, requireSession: Re
 
   /** The community as the log has it now (authoritative, not the read model). */
   const load = async (id: string) => {
-    const { state } = await loadAggregate(api.log, community, communityStream(id));
+    const { state } = await loadAggregate(api.log, community, communityStream(id), { cache: api.stateCache });
     if (!state.communityId) throw notFound('The community');
     return state;
   };
@@ -31,7 +31,7 @@ export async function communityRoutes(app: App, api: MoimApi, requireSession: Re
     async (request, reply) => {
       const communityId = randomUUID();
       const { name, description = '' } = request.body;
-      await handleCommand(api.log, community, communityStream(communityId), { kind: 'create', communityId, name, description, owner: request.memberId }, { metadata: requestMetadata(request) });
+      await handleCommand(api.log, community, communityStream(communityId), { kind: 'create', communityId, name, description, owner: request.memberId }, { metadata: requestMetadata(request), cache: api.stateCache });
       return reply.code(201).send({ communityId });
     },
   );
@@ -61,13 +61,13 @@ export async function communityRoutes(app: App, api: MoimApi, requireSession: Re
 
   app.post('/communities/:id/members', { schema: { params: Id, response: { 200: Type.Object({ joined: Type.Boolean() }) } } }, async (request) => {
     await load(request.params.id);
-    const result = await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'join', memberId: request.memberId }, { metadata: requestMetadata(request), snapshotEvery: 50 });
+    const result = await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'join', memberId: request.memberId }, { metadata: requestMetadata(request), snapshotEvery: 50, cache: api.stateCache });
     return { joined: result.events.length > 0 };
   });
 
   app.delete('/communities/:id/members/me', { schema: { params: Id } }, async (request, reply) => {
     await load(request.params.id);
-    await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'leave', memberId: request.memberId }, { metadata: requestMetadata(request) });
+    await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'leave', memberId: request.memberId }, { metadata: requestMetadata(request), cache: api.stateCache });
     return reply.code(204).send();
   });
 
@@ -86,7 +86,7 @@ export async function communityRoutes(app: App, api: MoimApi, requireSession: Re
     { schema: { params: Id, body: Type.Object({ amount: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }) }, { additionalProperties: false }), response: { 200: Type.Object({ amount: Type.Integer() }) } } },
     async (request) => {
       await load(request.params.id);
-      const result = await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'set-dues', amount: request.body.amount, by: request.memberId }, { metadata: requestMetadata(request) });
+      const result = await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'set-dues', amount: request.body.amount, by: request.memberId }, { metadata: requestMetadata(request), cache: api.stateCache });
       return { amount: result.state.dues };
     },
   );

@@ -1,7 +1,7 @@
 /** What the route modules share: the API's dependencies, the app type, the session guard, request metadata. */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { EventLog } from 'sinho';
+import type { AggregateStateCache, EventLog } from 'sinho';
 import type { ReadModels } from '../read-models.js';
 import type { SessionStore } from '../sessions.js';
 
@@ -9,6 +9,8 @@ export interface MoimApi {
   log: EventLog;
   sessions: SessionStore;
   readModels: ReadModels;
+  /** Aggregate states of this process, caught up on each use (hot communities are not refolded per request). */
+  stateCache: AggregateStateCache;
   /** Session lifetime, ms. */
   sessionTtlMs: number;
   /** False while starting or draining: `/readyz` answers 503. */

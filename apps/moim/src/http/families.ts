@@ -14,7 +14,7 @@ export async function familyRoutes(app: App, api: MoimApi, requireSession: Requi
   app.addHook('preHandler', requireSession);
 
   const load = async (id: string) => {
-    const { state } = await loadAggregate(api.log, family, familyStream(id));
+    const { state } = await loadAggregate(api.log, family, familyStream(id), { cache: api.stateCache });
     if (!state.familyId) throw notFound('The family account');
     return state;
   };
@@ -25,7 +25,7 @@ export async function familyRoutes(app: App, api: MoimApi, requireSession: Requi
     { schema: { body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false }), response: { 201: Family } } },
     async (request, reply) => {
       const familyId = randomUUID();
-      const result = await handleCommand(api.log, family, familyStream(familyId), { kind: 'create', familyId, name: request.body.name, owner: request.memberId }, { metadata: requestMetadata(request) });
+      const result = await handleCommand(api.log, family, familyStream(familyId), { kind: 'create', familyId, name: request.body.name, owner: request.memberId }, { metadata: requestMetadata(request), cache: api.stateCache });
       return reply.code(201).send(view(result.state));
     },
   );
@@ -40,7 +40,7 @@ export async function familyRoutes(app: App, api: MoimApi, requireSession: Requi
     await load(request.params.id);
     // The service orchestrates: it asks the member aggregate, the family decides.
     const { state: me } = await loadAggregate(api.log, member, memberStream(request.memberId));
-    const result = await handleCommand(api.log, family, familyStream(request.params.id), { kind: 'join', memberId: request.memberId, verified: me.verified }, { metadata: requestMetadata(request) });
+    const result = await handleCommand(api.log, family, familyStream(request.params.id), { kind: 'join', memberId: request.memberId, verified: me.verified }, { metadata: requestMetadata(request), cache: api.stateCache });
     return view(result.state);
   });
 
@@ -52,10 +52,10 @@ export async function familyRoutes(app: App, api: MoimApi, requireSession: Requi
       const { memberId } = request.params;
       const metadata = requestMetadata(request);
       if (memberId === request.memberId) {
-        await handleCommand(api.log, family, familyStream(request.params.id), { kind: 'leave', memberId }, { metadata });
+        await handleCommand(api.log, family, familyStream(request.params.id), { kind: 'leave', memberId }, { metadata, cache: api.stateCache });
       } else {
         if (!state.members.includes(request.memberId)) throw forbidden('Only members of a family account can change it.');
-        await handleCommand(api.log, family, familyStream(request.params.id), { kind: 'remove', memberId, by: request.memberId, reason: 'owner' }, { metadata });
+        await handleCommand(api.log, family, familyStream(request.params.id), { kind: 'remove', memberId, by: request.memberId, reason: 'owner' }, { metadata, cache: api.stateCache });
       }
       return reply.code(204).send();
     },

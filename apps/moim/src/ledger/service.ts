@@ -52,7 +52,9 @@ export async function buildLedger(options: LedgerOptions = {}): Promise<FastifyI
   let failNext = 0;
   let holdNext = 0;
   const app = Fastify({ logger: false, bodyLimit: 4096 });
-  app.addHook('onRequest', async (_request, reply) => {
+  app.addHook('onRequest', async (request, reply) => {
+    // The simulation's own controls are never slowed or failed.
+    if (request.url.startsWith('/simulate/')) return;
     if (latencyMs > 0) await new Promise((r) => setTimeout(r, latencyMs));
     if (Math.random() < errorRate) return reply.code(503).send({ error: 'ledger temporarily unavailable' });
   });
