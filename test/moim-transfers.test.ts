@@ -104,7 +104,7 @@ describe('moim transfers', { timeout: 60_000 }, () => {
     };
     await expect(422, 'INSUFFICIENT_FUNDS', call('POST', '/transfers', a.token, { to: b.id, amount: 51 }));
     await expect(422, 'SAME_ACCOUNT', call('POST', '/transfers', a.token, { to: a.id, amount: 1 }));
-    await expect(422, 'PAYEE_NOT_FOUND', call('POST', '/transfers', a.token, { to: crypto.randomUUID(), amount: 1 }));
+    await expect(422, 'UNKNOWN_PAYEE', call('POST', '/transfers', a.token, { to: crypto.randomUUID(), amount: 1 }));
     await expect(400, 'VALIDATION_FAILED', call('POST', '/transfers', a.token, { to: b.id, amount: 0 }));
     await expect(400, 'VALIDATION_FAILED', call('POST', '/transfers', a.token, { to: b.id, amount: '5' }));
     await expect(400, 'VALIDATION_FAILED', call('POST', '/transfers', a.token, { to: 'nobody', amount: 5 }));

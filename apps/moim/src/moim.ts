@@ -16,7 +16,7 @@ import { LedgerClient } from './ledger/client.js';
 import { startTransferProcessor } from './transfer-processor.js';
 import { startSettlementWorker } from './settlement.js';
 import { ReadModels, startReadModels } from './read-models.js';
-import { SqliteSessionStore, type SessionStore } from './sessions.js';
+import { CachedSessionStore, SqliteSessionStore, type SessionStore } from './sessions.js';
 
 export interface MoimConfig {
   /** Folder of the SQLite files. Default ./data. */
@@ -58,7 +58,7 @@ export interface ApiRole {
 
 export async function startApi(config: MoimConfig, options: AppOptions = {}): Promise<ApiRole & { log: EventLog; readModels: ReadModels }> {
   const { log, readModels } = openStore(config);
-  const sessions = new SqliteSessionStore(join(config.dataDir, 'sessions.sqlite'));
+  const sessions = new CachedSessionStore(new SqliteSessionStore(join(config.dataDir, 'sessions.sqlite')));
   let ready = true;
   const app = await buildApp({ log, sessions, readModels, stateCache: new AggregateStateCache(50_000), sessionTtlMs: config.sessionTtlMs, ready: () => ready }, options);
   return {

@@ -27,6 +27,46 @@ export function newToken(): string {
   return randomBytes(32).toString('base64url');
 }
 
+/**
+ * Remembers live sessions of this process for `ttlMs`, so that a busy API
+ * does not query the store on every request. A logout in this process takes
+ * effect at once; a logout through another API process within `ttlMs`.
+ */
+export class CachedSessionStore implements SessionStore {
+  private readonly cache = new Map<string, { session: Session; until: number }>();
+
+  constructor(
+    private readonly store: SessionStore,
+    private readonly ttlMs = 2000,
+    private readonly maxEntries = 100_000,
+  ) {}
+
+  create(memberId: string, ttlMs: number): Promise<{ token: string; expiresAt: number }> {
+    return this.store.create(memberId, ttlMs);
+  }
+
+  async get(token: string): Promise<Session | undefined> {
+    const now = Date.now();
+    const hit = this.cache.get(token);
+    if (hit && hit.until > now && hit.session.expiresAt > now) return hit.session;
+    const session = await this.store.get(token);
+    if (session) {
+      if (this.cache.size >= this.maxEntries) this.cache.clear();
+      this.cache.set(token, { session, until: now + this.ttlMs });
+    } else this.cache.delete(token);
+    return session;
+  }
+
+  async delete(token: string): Promise<void> {
+    this.cache.delete(token);
+    await this.store.delete(token);
+  }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}
+
 export class SqliteSessionStore implements SessionStore {
   private readonly db: Database.Database;
 

@@ -14,7 +14,7 @@ export async function requestTransfer(log: EventLog, request: { transferId: stri
   const { transferId, from, to, amount } = request;
   if (from === to) throw domainError('SAME_ACCOUNT', 'A transfer needs a payee other than the payer.');
   const payee = await loadAggregate(log, member, memberStream(to));
-  if (!payee.state.memberId) throw domainError('PAYEE_NOT_FOUND', 'The payee is not a member.');
+  if (!payee.state.memberId) throw domainError('UNKNOWN_PAYEE', 'The payee is not a member.');
   for (let attempt = 1; ; attempt++) {
     const payer = await loadAggregate(log, account, accountStream(from));
     if (available(payer.state) < amount) throw domainError('INSUFFICIENT_FUNDS', `The available balance is ${available(payer.state)}.`, { available: available(payer.state) });

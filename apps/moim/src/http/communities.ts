@@ -60,7 +60,7 @@ export async function communityRoutes(app: App, api: MoimApi, requireSession: Re
   });
 
   app.post('/communities/:id/members', { schema: { params: Id, response: { 200: Type.Object({ joined: Type.Boolean() }) } } }, async (request) => {
-    await load(request.params.id);
+    // An unknown community is the decider's COMMUNITY_NOT_FOUND (404).
     const result = await handleCommand(api.log, community, communityStream(request.params.id), { kind: 'join', memberId: request.memberId }, { metadata: requestMetadata(request), snapshotEvery: 50, cache: api.stateCache });
     return { joined: result.events.length > 0 };
   });

@@ -58,6 +58,7 @@ export function problemHandler(error: FastifyError | Error, request: FastifyRequ
     switch (error.code) {
       case 'DOMAIN_RULE_VIOLATED': {
         const rule = String(error.details.rule ?? 'DOMAIN_RULE_VIOLATED');
+        if (rule.endsWith('_NOT_FOUND')) return send(reply, 404, 'NOT_FOUND', error.message);
         return send(reply, rule.endsWith('_EXISTS') ? 409 : 422, rule, error.message);
       }
       case 'WRONG_EXPECTED_REVISION':
