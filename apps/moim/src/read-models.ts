@@ -69,12 +69,14 @@ export function startReadModels(log: EventLog, version = READ_MODEL_VERSION): Pr
           tx.execute(`INSERT INTO ${t.memberships} (community_id, member_id, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, [d.communityId, d.owner, at]);
           break;
         case 'MemberJoined':
+          // The projection is exactly-once (its statements commit with its checkpoint and processed ids), and the
+          // decider emits MemberJoined only for a non-member, so counting by one is exact, and costs no scan.
           tx.execute(`INSERT INTO ${t.memberships} (community_id, member_id, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, [d.communityId, d.memberId, at]);
-          tx.execute(`UPDATE ${t.communities} SET members = (SELECT count(*) FROM ${t.memberships} WHERE community_id = ?) WHERE id = ?`, [d.communityId, d.communityId]);
+          tx.execute(`UPDATE ${t.communities} SET members = members + 1 WHERE id = ?`, [d.communityId]);
           break;
         case 'MemberLeft':
           tx.execute(`DELETE FROM ${t.memberships} WHERE community_id = ? AND member_id = ?`, [d.communityId, d.memberId]);
-          tx.execute(`UPDATE ${t.communities} SET members = (SELECT count(*) FROM ${t.memberships} WHERE community_id = ?) WHERE id = ?`, [d.communityId, d.communityId]);
+          tx.execute(`UPDATE ${t.communities} SET members = members - 1 WHERE id = ?`, [d.communityId]);
           break;
         case 'FamilyAccountCreated':
           tx.execute(`INSERT INTO ${t.families} (family_id, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, [d.familyId, d.owner]);
