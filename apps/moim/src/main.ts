@@ -4,6 +4,7 @@
  * `moim groups` (consumer groups and their lag).
  */
 import { fork } from 'node:child_process';
+import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
@@ -73,6 +74,13 @@ program
       return up({ url });
     }
     if (options.role === 'worker') {
+      // Background work yields the CPU to requests: the worker runs at a lower scheduling priority (invariant 8).
+      const nice = Number(process.env.MOIM_WORKER_NICE ?? 10);
+      try {
+        if (nice !== 0) setPriority(Math.min(19, Math.max(-20, nice)));
+      } catch (error) {
+        console.error(`moim worker: could not lower its priority (${(error as Error).message}); running at normal priority.`);
+      }
       const worker = await startWorker(config, process.env.MOIM_LOG === 'off' ? undefined : pino({ level: process.env.MOIM_LOG ?? 'info', base: { role: 'worker' } }));
       stops.push(worker.close);
       console.log(`moim worker: projections, policies and transfers running on ${config.dataDir} (ledger ${config.ledgerUrl})`);
