@@ -3,6 +3,7 @@ import { EventIdConflict, InvalidInput, SinhoError, WrongExpectedRevision } from
 import type { EventLog, JsonValue, NewEvent, RecordedEvent, EventMetadata } from '../log/types.js';
 import { snapshotKey, type Decider, type DomainEvent } from './decider.js';
 import type { AggregateStateCache } from './state-cache.js';
+import { recordedEventsOf } from '../log/stored-event-log.js';
 
 export interface HandleCommandOptions {
   /**
@@ -152,7 +153,7 @@ export async function handleCommand<C, S, E extends DomainEvent>(
         durability: options.durability,
       });
       let state = loaded.state;
-      const recorded = await log.readEvents(appended.events.map((e) => e.id));
+      const recorded = recordedEventsOf(appended) ?? (await log.readEvents(appended.events.map((e) => e.id)));
       for (const e of recorded) state = decider.evolve(state, e as unknown as E);
       options.cache?.set(`${snapshotKey(decider)}|${stream}`, { state, revision: appended.revision });
       if (options.snapshotEvery !== undefined) {

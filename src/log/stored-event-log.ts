@@ -65,6 +65,18 @@ function validateLimit(limit: unknown): number {
   return assertNonNegativeInteger(limit, 'limit');
 }
 
+const recordedResults = new WeakMap<AppendResult, () => RecordedEvent[]>();
+
+/**
+ * The events an append of this process just wrote, as a reader would get them
+ * (upcast, metadata with its defaults), without reading them back; undefined
+ * when the append stored nothing new (an idempotent repeat) or came from
+ * elsewhere.
+ */
+export function recordedEventsOf(result: AppendResult): RecordedEvent[] | undefined {
+  return recordedResults.get(result)?.();
+}
+
 export class StoredEventLog implements EventLog {
   readonly adapter: LogStorage['adapter'];
   readonly limits: Readonly<LogLimits>;
@@ -118,7 +130,15 @@ export class StoredEventLog implements EventLog {
     const { outcome, durability: granted } = await this.committer.enqueue({ appends: prepared }, durability);
     if (!outcome.ok) throw outcome.error;
     return {
-      streams: outcome.streams.map((s) => ({ ...s, durability: granted })),
+      streams: outcome.streams.map((s, i) => {
+        const result: AppendResult = { ...s, durability: granted };
+        const events = prepared[i]?.events;
+        // What was just written is known here: a caller that needs the recorded events gets them without a read.
+        if (!s.alreadyStored && events && events.length === s.events.length) {
+          recordedResults.set(result, () => events.map((e, k) => this.toRecorded({ ...e, revision: s.events[k]!.revision, position: s.events[k]!.position })));
+        }
+        return result;
+      }),
       durability: granted,
     };
   }
