@@ -14,7 +14,7 @@
  * Writes bench/results/log.json and the "Event log" section of docs/benchmarks.md.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import { openSqliteEventLog } from '../dist/log/sqlite/index.js';
+import { writeDocSection, writeResults } from './report.mjs';
 import { openPostgresEventLog } from '../dist/log/postgres/index.js';
 import { MIGRATIONS as SQLITE_MIGRATIONS } from '../dist/log/sqlite/schema.js';
 import { MIGRATIONS as PG_MIGRATIONS } from '../dist/log/postgres/schema.js';
@@ -294,8 +295,7 @@ function ratio(a, b) {
 }
 
 function writeReport(results) {
-  mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-  writeFileSync(join(root, 'bench', 'results', 'log.json'), JSON.stringify(results, null, 2) + '\n');
+  writeResults('log', results);
   const { sqlite: s, postgres: p, machine: m } = results;
   const row = (name, r) => `| ${name} | ${r.eventsPerSecond.toLocaleString('en-US')} | ${r.p50Ms ?? '–'} | ${r.p99Ms ?? '–'} |`;
   const lines = [
@@ -332,18 +332,7 @@ function writeReport(results) {
     'Raw figures: `bench/results/log.json` (including every round).',
     '<!-- bench:log:end -->',
   ];
-  const docPath = join(root, 'docs', 'benchmarks.md');
-  let doc;
-  try {
-    doc = readFileSync(docPath, 'utf8');
-  } catch {
-    doc = '# Benchmarks\n\nEvery figure here was produced by the command named in its section, on the machine it names. This machine is shared and noisy: quote medians and ratios, not single runs.\n\n';
-  }
-  const section = lines.join('\n');
-  const re = /<!-- bench:log:start -->[\s\S]*<!-- bench:log:end -->/;
-  doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-  mkdirSync(dirname(docPath), { recursive: true });
-  writeFileSync(docPath, doc);
+  writeDocSection('log', lines.join('\n'));
 }
 
 if (process.argv[2] === 'read-child') {

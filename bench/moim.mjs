@@ -17,13 +17,13 @@
  * Writes bench/results/moim.json and the "moim" section of docs/benchmarks.md.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { consumerGroups } from '../dist/index.js';
 import { openSqliteEventLog } from '../dist/log/sqlite/index.js';
+import { machine, writeDocSection, writeResults } from './report.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const quick = process.env.BENCH_QUICK === '1';
@@ -220,8 +220,7 @@ async function isolation(results) {
 }
 
 function writeReport(results) {
-  mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-  writeFileSync(join(root, 'bench', 'results', 'moim.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeResults('moim', results);
   const m = results.machine;
   const iso = results.isolation;
   const last = results.joins.at(-1);
@@ -249,11 +248,7 @@ function writeReport(results) {
     `p99 under load / idle: **${iso.p99Ratio}×** (target ≤ 1.5×).`,
     '<!-- bench:moim:end -->',
   ].join('\n');
-  const docPath = join(root, 'docs', 'benchmarks.md');
-  let doc = readFileSync(docPath, 'utf8');
-  const re = /<!-- bench:moim:start -->[\s\S]*<!-- bench:moim:end -->/;
-  doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-  writeFileSync(docPath, doc);
+  writeDocSection('moim', section);
 }
 
 rmSync(workDir, { recursive: true, force: true });
@@ -262,7 +257,7 @@ const results = {
   date: new Date().toISOString(),
   quick,
   generator: JSON.parse(readFileSync(join(root, 'node_modules', 'autocannon', 'package.json'), 'utf8')).version,
-  machine: { cpu: `${os.cpus()[0]?.model ?? 'unknown'} × ${os.cpus().length}`, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+  machine: machine(),
 };
 try {
   await joins(results);

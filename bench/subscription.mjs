@@ -20,9 +20,8 @@
  * stream was handled in order.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
@@ -31,6 +30,7 @@ import pg from 'pg';
 import { subscribe } from '../dist/index.js';
 import { openPostgresEventLog } from '../dist/log/postgres/index.js';
 import { openSqliteEventLog } from '../dist/log/sqlite/index.js';
+import { machine, writeDocSection, writeResults } from './report.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const POSTGRES_URL = process.env.SINHO_BENCH_POSTGRES_URL ?? 'postgres://root@127.0.0.1:5432/test';
@@ -361,8 +361,7 @@ async function failuresRabbitmq() {
 }
 
 function writeReport(results) {
-  mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-  writeFileSync(join(root, 'bench', 'results', 'subscription.json'), JSON.stringify(results, null, 2) + '\n');
+  writeResults('subscription', results);
   const rows = Object.entries(results.systems).map(
     ([name, r]) => `| ${name} | ${r.max.perSecond.toLocaleString('en-US')} | ${r.halfRate.rate.toLocaleString('en-US')} | ${r.halfRate.p50Ms} | ${r.halfRate.p99Ms} |`,
   );
@@ -394,11 +393,7 @@ function writeReport(results) {
     'RabbitMQ runs the common retry topology (failed messages republished to a TTL retry queue that dead-letters back to the work queue, then to a dead-letter queue after the third attempt): a retried message goes behind later messages of its stream, so per-stream order is lost. Sinho holds only the failing stream until its retry, so every stream stays in order.',
     '<!-- bench:subscription:end -->',
   ].join('\n');
-  const docPath = join(root, 'docs', 'benchmarks.md');
-  let doc = readFileSync(docPath, 'utf8');
-  const re = /<!-- bench:subscription:start -->[\s\S]*<!-- bench:subscription:end -->/;
-  doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-  writeFileSync(docPath, doc);
+  writeDocSection('subscription', section);
 }
 
 if (process.argv[2] === 'backlog-child') {
@@ -411,7 +406,7 @@ const schema = `bench_sub_${process.pid}`;
 const results = {
   date: new Date().toISOString(),
   quick,
-  machine: { cpu: `${os.cpus()[0]?.model ?? 'unknown'} × ${os.cpus().length}`, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+  machine: machine(),
   systems: {},
 };
 try {

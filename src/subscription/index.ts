@@ -8,7 +8,7 @@ import { InvalidInput, SinhoError } from '../errors.js';
 import { storageOf } from '../log/stored-event-log.js';
 import type { EventLog } from '../log/types.js';
 import { ConsumerGroup, validateGroupName, type DeadLetter, type SubscribeOptions } from './consumer-group.js';
-import { PartitionedGroup, partitionGroupName } from './partitioned-group.js';
+import { committedCheckpoint, PartitionedGroup, partitionGroupName, storeGroups } from './partitioned-group.js';
 import type { DeferredRow, SubscriptionStorage } from './storage.js';
 
 /** A running consumer group: one instance, or this node's share of a partitioned group. */
@@ -37,10 +37,6 @@ async function withLeases<T>(storage: SubscriptionStorage, groups: string[], wor
   }
 }
 
-/** The store groups that make up `group`: itself, or its partitions. */
-function parts(group: string, partitions: number): string[] {
-  return partitions === 0 ? [group] : Array.from({ length: partitions }, (_, p) => partitionGroupName(group, p));
-}
 
 /**
  * Starts a durable consumer group on `log` and resolves once it is delivering.
@@ -94,6 +90,8 @@ export interface GroupInfo {
 
 export interface ConsumerGroupAdmin {
   list(): Promise<GroupInfo[]>;
+  /** The group's committed checkpoint (the lowest of its partitions'), or undefined when there is no such group. */
+  checkpoint(group: string): Promise<number | undefined>;
   deadLetters(group: string): Promise<DeadLetter[]>;
   /** Delivers a dead letter again, attempts starting over. */
   redeliver(group: string, position: number): Promise<void>;
@@ -117,7 +115,7 @@ export function consumerGroups(log: EventLog): ConsumerGroupAdmin {
     validateGroupName(group);
     const row = await storage.getGroup(group);
     if (!row) throw new SinhoError('UNKNOWN_GROUP', `No consumer group named "${group}".`, { group });
-    return parts(group, row.partitions);
+    return storeGroups(group, row.partitions);
   };
   const deadRows = async (stores: string[]): Promise<{ store: string; row: DeferredRow }[]> =>
     (await Promise.all(stores.map(async (store) => (await storage.loadDeferred(store)).filter((r) => r.state === 'dead').map((row) => ({ store, row }))))).flat();
@@ -137,7 +135,7 @@ export function consumerGroups(log: EventLog): ConsumerGroupAdmin {
       const out: GroupInfo[] = [];
       for (const g of rows) {
         if (g.name.includes('#')) continue; // a partition, reported with its group
-        const stores = parts(g.name, g.partitions);
+        const stores = storeGroups(g.name, g.partitions);
         const instance = live(g.name);
         const deferred = (await Promise.all(stores.map((name) => storage.loadDeferred(name)))).flat();
         const checkpoint =
@@ -154,6 +152,10 @@ export function consumerGroups(log: EventLog): ConsumerGroupAdmin {
         });
       }
       return out;
+    },
+    async checkpoint(group) {
+      validateGroupName(group);
+      return committedCheckpoint(storage, group);
     },
     async deadLetters(group) {
       const stores = await known(group);

@@ -36,6 +36,23 @@ export function partitionGroupName(group: string, index: number): string {
 
 export const MAX_PARTITIONS = 1024;
 
+/** The store groups that make up `group`: itself, or its partitions. */
+export function storeGroups(group: string, partitions: number): string[] {
+  return partitions === 0 ? [group] : Array.from({ length: partitions }, (_, p) => partitionGroupName(group, p));
+}
+
+/**
+ * A group's checkpoint as committed in the store (whichever node runs it):
+ * its own, or the lowest of its partitions'. Undefined when there is no such group.
+ */
+export async function committedCheckpoint(storage: SubscriptionStorage, group: string): Promise<number | undefined> {
+  const row = await storage.getGroup(group);
+  if (!row) return undefined;
+  if (row.partitions === 0) return row.position;
+  const parts = await Promise.all(storeGroups(group, row.partitions).map((name) => storage.getGroup(name)));
+  return Math.min(...parts.map((r) => r?.position ?? 0));
+}
+
 export class PartitionedGroup extends EventEmitter<SubscriptionEventMap> {
   readonly name: string;
   readonly partitions: number;
@@ -184,8 +201,7 @@ export class PartitionedGroup extends EventEmitter<SubscriptionEventMap> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       await this.flush();
-      const rows = await Promise.all(Array.from({ length: this.partitions }, (_, p) => this.storage.getGroup(partitionGroupName(this.name, p))));
-      const lowest = Math.min(...rows.map((r) => r?.position ?? 0));
+      const lowest = (await committedCheckpoint(this.storage, this.name)) ?? 0;
       if (lowest >= position) return;
       if (this.closing) throw new SinhoError('INVALID_ARGUMENT', `Group ${this.name} stopped before reaching position ${position}.`);
       if (Date.now() > deadline) throw new SinhoError('INVALID_ARGUMENT', `Group ${this.name} did not reach position ${position} within ${timeoutMs} ms (at ${lowest}).`);

@@ -18,6 +18,7 @@ import { storageOf } from '../log/stored-event-log.js';
 import type { EventLog } from '../log/types.js';
 import { validateGroupName, type SubscribeOptions } from './consumer-group.js';
 import { consumerGroups, subscribe, type Subscription } from './index.js';
+import { committedCheckpoint } from './partitioned-group.js';
 import type { ProjectionStatement } from './storage.js';
 
 export interface ProjectionOptions extends Omit<SubscribeOptions, 'startFrom'> {
@@ -140,12 +141,7 @@ export class Projection extends EventEmitter<ProjectionEventMap> {
   }
 
   private async checkpoint(): Promise<number> {
-    const storage = storageOf(this.log).subscriptions;
-    const row = await storage.getGroup(this.group.name);
-    if (!row) return 0;
-    if (row.partitions === 0) return row.position;
-    const parts = await Promise.all(Array.from({ length: row.partitions }, (_, p) => storage.getGroup(`${this.group.name}#${p}`)));
-    return Math.min(...parts.map((r) => r?.position ?? 0));
+    return (await committedCheckpoint(storageOf(this.log).subscriptions, this.group.name)) ?? 0;
   }
 
   /** Resolves once this version is live (after a rebuild caught up), or rejects after `timeoutMs`. */

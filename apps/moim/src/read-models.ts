@@ -116,6 +116,8 @@ export class ReadModels {
   private readonly db: Database.Database;
   private version = READ_MODEL_VERSION;
   private checkedAt = 0;
+  /** Statements by SQL text: the table names change only with the live version. */
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(
     private readonly log: EventLog,
@@ -125,6 +127,12 @@ export class ReadModels {
     this.db.pragma('busy_timeout = 5000');
     // The tables exist before the projection first runs, so queries never fail on a fresh store.
     for (const sql of readModelSetup(READ_MODEL_VERSION)) this.db.exec(sql);
+  }
+
+  private prepare(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) this.statements.set(sql, (statement = this.db.prepare(sql)));
+    return statement;
   }
 
   /** Follows a switch to a rebuilt version within a second. */
@@ -138,25 +146,25 @@ export class ReadModels {
 
   async searchCommunities(query: string, limit: number, offset: number): Promise<CommunitySummary[]> {
     const t = await this.t();
-    const rows = this.db
-      .prepare(`SELECT id, name, description, owner, members, created_at AS createdAt FROM ${t.communities} WHERE name LIKE ? ESCAPE '\\' ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?`)
-      .all(`%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`, limit, offset);
+    const rows = this.prepare(
+      `SELECT id, name, description, owner, members, created_at AS createdAt FROM ${t.communities} WHERE name LIKE ? ESCAPE '\\' ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?`,
+    ).all(`%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`, limit, offset);
     return rows as CommunitySummary[];
   }
 
   async community(id: string): Promise<CommunitySummary | undefined> {
     const t = await this.t();
-    return this.db.prepare(`SELECT id, name, description, owner, members, created_at AS createdAt FROM ${t.communities} WHERE id = ?`).get(id) as CommunitySummary | undefined;
+    return this.prepare(`SELECT id, name, description, owner, members, created_at AS createdAt FROM ${t.communities} WHERE id = ?`).get(id) as CommunitySummary | undefined;
   }
 
   async communityMembers(id: string): Promise<{ memberId: string; joinedAt: string }[]> {
     const t = await this.t();
-    return this.db.prepare(`SELECT member_id AS memberId, joined_at AS joinedAt FROM ${t.memberships} WHERE community_id = ? ORDER BY joined_at, member_id`).all(id) as { memberId: string; joinedAt: string }[];
+    return this.prepare(`SELECT member_id AS memberId, joined_at AS joinedAt FROM ${t.memberships} WHERE community_id = ? ORDER BY joined_at, member_id`).all(id) as { memberId: string; joinedAt: string }[];
   }
 
   async familiesOf(memberId: string): Promise<string[]> {
     const t = await this.t();
-    return (this.db.prepare(`SELECT family_id AS id FROM ${t.families} WHERE member_id = ?`).all(memberId) as { id: string }[]).map((r) => r.id);
+    return (this.prepare(`SELECT family_id AS id FROM ${t.families} WHERE member_id = ?`).all(memberId) as { id: string }[]).map((r) => r.id);
   }
 
   /**
@@ -168,10 +176,10 @@ export class ReadModels {
     const t = await this.t();
     const read = this.db.transaction(() => ({
       version: this.version,
-      communities: this.db.prepare(`SELECT id, members FROM ${t.communities}`).all() as { id: string; members: number }[],
-      memberships: this.db.prepare(`SELECT community_id, member_id FROM ${t.memberships}`).all() as { community_id: string; member_id: string }[],
-      families: this.db.prepare(`SELECT family_id, member_id FROM ${t.families}`).all() as { family_id: string; member_id: string }[],
-      balances: this.db.prepare(`SELECT member_id, balance FROM ${t.balances}`).all() as { member_id: string; balance: number }[],
+      communities: this.prepare(`SELECT id, members FROM ${t.communities}`).all() as { id: string; members: number }[],
+      memberships: this.prepare(`SELECT community_id, member_id FROM ${t.memberships}`).all() as { community_id: string; member_id: string }[],
+      families: this.prepare(`SELECT family_id, member_id FROM ${t.families}`).all() as { family_id: string; member_id: string }[],
+      balances: this.prepare(`SELECT member_id, balance FROM ${t.balances}`).all() as { member_id: string; balance: number }[],
     }));
     return read.deferred();
   }

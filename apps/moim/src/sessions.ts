@@ -69,6 +69,7 @@ export class CachedSessionStore implements SessionStore {
 
 export class SqliteSessionStore implements SessionStore {
   private readonly db: Database.Database;
+  private readonly statements;
 
   constructor(path: string) {
     this.db = new Database(path);
@@ -76,24 +77,30 @@ export class SqliteSessionStore implements SessionStore {
     this.db.pragma('busy_timeout = 5000');
     this.db.exec('CREATE TABLE IF NOT EXISTS moim_sessions (token_hash TEXT PRIMARY KEY, member_id TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID');
     this.db.exec('CREATE INDEX IF NOT EXISTS moim_sessions_expiry ON moim_sessions (expires_at)');
+    this.statements = {
+      expire: this.db.prepare('DELETE FROM moim_sessions WHERE expires_at < ?'),
+      insert: this.db.prepare('INSERT INTO moim_sessions (token_hash, member_id, expires_at) VALUES (?, ?, ?)'),
+      get: this.db.prepare<[string], { member_id: string; expires_at: number }>('SELECT member_id, expires_at FROM moim_sessions WHERE token_hash = ?'),
+      delete: this.db.prepare('DELETE FROM moim_sessions WHERE token_hash = ?'),
+    };
   }
 
   async create(memberId: string, ttlMs: number): Promise<{ token: string; expiresAt: number }> {
     const token = newToken();
     const expiresAt = Date.now() + ttlMs;
-    this.db.prepare('DELETE FROM moim_sessions WHERE expires_at < ?').run(Date.now());
-    this.db.prepare('INSERT INTO moim_sessions (token_hash, member_id, expires_at) VALUES (?, ?, ?)').run(hashToken(token), memberId, expiresAt);
+    this.statements.expire.run(Date.now());
+    this.statements.insert.run(hashToken(token), memberId, expiresAt);
     return { token, expiresAt };
   }
 
   async get(token: string): Promise<Session | undefined> {
-    const row = this.db.prepare('SELECT member_id, expires_at FROM moim_sessions WHERE token_hash = ?').get(hashToken(token)) as { member_id: string; expires_at: number } | undefined;
+    const row = this.statements.get.get(hashToken(token));
     if (!row || row.expires_at <= Date.now()) return undefined;
     return { memberId: row.member_id, expiresAt: row.expires_at };
   }
 
   async delete(token: string): Promise<void> {
-    this.db.prepare('DELETE FROM moim_sessions WHERE token_hash = ?').run(hashToken(token));
+    this.statements.delete.run(hashToken(token));
   }
 
   async close(): Promise<void> {

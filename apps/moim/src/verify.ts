@@ -32,7 +32,7 @@ export interface VerifyReport {
 export async function verifyHistory(log: EventLog, readModels: ReadModels): Promise<VerifyReport> {
   const version = (await liveProjectionVersion(log, READ_MODELS)) ?? READ_MODEL_VERSION;
   const group = projectionGroupName(READ_MODELS, version);
-  const checkpoint = async () => (await consumerGroups(log).list()).find((g) => g.name === group)?.checkpoint ?? 0;
+  const checkpoint = async () => (await consumerGroups(log).checkpoint(group)) ?? 0;
   let position: number;
   let rows: Awaited<ReturnType<ReadModels['snapshot']>>;
   for (;;) {

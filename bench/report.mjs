@@ -1,0 +1,36 @@
+/**
+ * Where every benchmark writes its figures: bench/results/<name>.json, and
+ * its own marked section (`<!-- bench:<name>:start -->` … `end -->`) of
+ * docs/benchmarks.md, replaced in place (appended the first time).
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The machine a run happened on, as every section names it. */
+export function machine() {
+  return { cpu: `${os.cpus()[0]?.model ?? 'unknown'} × ${os.cpus().length}`, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version };
+}
+
+export function writeResults(name, results) {
+  mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+  writeFileSync(join(root, 'bench', 'results', `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
+}
+
+/** `section` starts with `<!-- bench:<name>:start -->` and ends with `<!-- bench:<name>:end -->`. */
+export function writeDocSection(name, section) {
+  const docPath = join(root, 'docs', 'benchmarks.md');
+  let doc;
+  try {
+    doc = readFileSync(docPath, 'utf8');
+  } catch {
+    doc = '# Benchmarks\n\nEvery figure here was produced by the command named in its section, on the machine it names. This machine is shared and noisy: quote medians and ratios, not single runs.\n\n';
+  }
+  const re = new RegExp(`<!-- bench:${name}:start -->[\\s\\S]*<!-- bench:${name}:end -->`);
+  doc = re.test(doc) ? doc.replace(re, () => section) : `${doc.trimEnd()}\n\n${section}\n`;
+  mkdirSync(dirname(docPath), { recursive: true });
+  writeFileSync(docPath, doc);
+}
