@@ -1,7 +1,7 @@
 // Architecture rules, checked by `npm run check:deps` (part of .ci/run).
 // Core code (everything in src/ outside an adapter folder) must never import an
 // adapter or a driver: adapters depend on the core, never the other way round.
-const ADAPTER = '^src/.+/(memory|sqlite|postgres)/';
+const ADAPTER = '^src/.+/(memory|sqlite|postgres|rabbitmq|redis)/';
 module.exports = {
   forbidden: [
     {

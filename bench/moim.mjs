@@ -195,7 +195,7 @@ async function isolation(results) {
     let drainedAt;
     let checkpoint = 0;
     const watching = setInterval(async () => {
-      checkpoint = (await consumerGroups(watcher).list()).find((g) => g.name === 'moim-read-models@v1')?.checkpoint ?? checkpoint;
+      checkpoint = (await consumerGroups(watcher).list()).find((g) => g.name === 'moim-read-models@v2')?.checkpoint ?? checkpoint;
       if (checkpoint >= head && drainedAt === undefined) drainedAt = Date.now();
     }, 250);
     const loaded = summarize(await run(read), 1000);
@@ -228,7 +228,7 @@ function writeReport(results) {
     '<!-- bench:moim:start -->',
     '## moim over HTTP (`npm run bench:moim`)',
     '',
-    `Run ${results.date} on ${m.cpu}, ${m.memoryGiB} GiB; Node ${m.node}. The service as \`npm start\` runs it (API process, worker process, ledger simulator) on SQLite in a fresh folder; autocannon ${results.generator} in the benchmark's process on the same machine, rate-limited with \`overallRate\` (${JOIN_CONNECTIONS} connections for joins, ${READ_CONNECTIONS} for reads), loopback only.`,
+    `Run ${results.date} on ${m.cpu}, ${m.memoryGiB} GiB; Node ${m.node}. The service as \`npm start\` runs it (API process, worker process, gateway process, ledger simulator) on SQLite in a fresh folder; autocannon ${results.generator} in the benchmark's process on the same machine, rate-limited with \`overallRate\` (${JOIN_CONNECTIONS} connections for joins, ${READ_CONNECTIONS} for reads), loopback only.`,
     '',
     `Joins: \`POST /communities/:id/members\`, each request a new (member, community) pair over ${MEMBERS} members and ${COMMUNITIES} communities. Latency as autocannon reports it (from each request's send).`,
     '',
@@ -236,7 +236,7 @@ function writeReport(results) {
     '|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...results.joins.map((j) => `| ${j.targetPerSecond.toLocaleString('en-US')} | ${j.achievedPerSecond.toLocaleString('en-US')} | ${j.p50Ms} | ${j.p99Ms} | ${j.maxMs} | ${j.non2xx} | ${j.errors} | ${j.seconds} |`),
     '',
-    `Target: 5,000 joins/s held for 60 s with p99 under 50 ms and no errors. This run: **${last.achievedPerSecond.toLocaleString('en-US')} joins/s**, p99 **${last.p99Ms} ms**, ${last.non2xx + last.errors} failed requests over ${last.seconds} s. Peak RSS of the service (API + worker + ledger): **${results.peakRssMB} MB**.`,
+    `Target: 5,000 joins/s held for 60 s with p99 under 50 ms and no errors. This run: **${last.achievedPerSecond.toLocaleString('en-US')} joins/s**, p99 **${last.p99Ms} ms**, ${last.non2xx + last.errors} failed requests over ${last.seconds} s. Peak RSS of the service (API + worker + gateway + ledger): **${results.peakRssMB} MB**.`,
     '',
     `Isolation: \`GET /communities/:id\` at a steady 1,000 requests/s for ${iso.idle.seconds} s, idle, then while the worker process drains a backlog of ${iso.backlogEvents.toLocaleString('en-US')} events appended while it was stopped (${iso.drainSeconds === undefined ? `it projected ${iso.drainedDuringMeasurement.toLocaleString('en-US')} of them during the measurement` : `it drained them all in ${iso.drainSeconds} s of the ${iso.whileDraining.seconds} s measured`}).`,
     '',

@@ -34,3 +34,11 @@ export function writeDocSection(name, section) {
   mkdirSync(dirname(docPath), { recursive: true });
   writeFileSync(docPath, doc);
 }
+
+/** The median of the finite values (the mean of the middle two for an even count); NaN when there is none. */
+export function median(values) {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}

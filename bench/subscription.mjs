@@ -9,7 +9,11 @@
  * Each system runs (1) flat out, for its maximum rate, then (2) paced at half of
  * that rate, for its latency (send → handled), so p99 is measured below saturation.
  *
- * Usage: npm run bench:subscription   (BENCH_QUICK=1 for smaller sizes)
+ * The four systems alternate for ROUNDS rounds (default 3) and the table gives
+ * medians, with the median of the per-round ratios to RabbitMQ: on this shared
+ * VM a single run moved by tens of percent within the hour.
+ *
+ * Usage: npm run bench:subscription   (BENCH_QUICK=1 for smaller sizes, ROUNDS=3)
  * Writes bench/results/subscription.json and the "Subscriptions" section of docs/benchmarks.md.
  * Then a backlog of BACKLOG events (1,000,000; 100,000 quick) is drained by a
  * Sinho consumer group on SQLite in a fresh process, reporting its peak RSS.
@@ -30,7 +34,7 @@ import pg from 'pg';
 import { subscribe } from '../dist/index.js';
 import { openPostgresEventLog } from '../dist/log/postgres/index.js';
 import { openSqliteEventLog } from '../dist/log/sqlite/index.js';
-import { machine, writeDocSection, writeResults } from './report.mjs';
+import { machine, writeDocSection, writeResults, median } from './report.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const POSTGRES_URL = process.env.SINHO_BENCH_POSTGRES_URL ?? 'postgres://root@127.0.0.1:5432/test';
@@ -44,6 +48,7 @@ const PRODUCERS = 256;
 const PAYLOAD = 'x'.repeat(1024 - 60);
 const workDir = join(root, '.tmp', 'bench-subscription');
 const BACKLOG = quick ? 100_000 : 1_000_000;
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
 
 const now = () => performance.timeOrigin + performance.now();
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
@@ -365,14 +370,15 @@ function writeReport(results) {
   const rows = Object.entries(results.systems).map(
     ([name, r]) => `| ${name} | ${r.max.perSecond.toLocaleString('en-US')} | ${r.halfRate.rate.toLocaleString('en-US')} | ${r.halfRate.p50Ms} | ${r.halfRate.p99Ms} |`,
   );
-  const rabbit = results.systems['RabbitMQ'].max.perSecond;
-  const ratio = (name) => (results.systems[name].max.perSecond / rabbit).toFixed(2);
+  const ratio = (name) => results.systems[name].ratioToRabbitMQ.toFixed(2);
+  const roundRatios = (name) => results.rounds.map((r) => (r[name].max.perSecond / r['RabbitMQ'].max.perSecond).toFixed(2) + '×').join(', ');
+  const roundP99 = (name) => results.rounds.map((r) => r[name].halfRate.p99Ms).join(', ');
   const m = results.machine;
   const section = [
     '<!-- bench:subscription:start -->',
     '## Subscriptions, end to end (`npm run bench:subscription`)',
     '',
-    `Run ${results.date}${results.quick ? ' (quick mode: reduced sizes)' : ''} on ${m.cpu}, ${m.memoryGiB} GiB; Node ${m.node}. All systems on 127.0.0.1, in the same run.`,
+    `Run ${results.date}${results.quick ? ' (quick mode: reduced sizes)' : ''} on ${m.cpu}, ${m.memoryGiB} GiB; Node ${m.node}. All systems on 127.0.0.1, in the same run, alternating for ${results.rounds.length} rounds; medians.`,
     `1 KiB messages over ${STREAMS} streams (Sinho: one stream per key, per-stream order kept), consumer concurrency ${CONCURRENCY}, ${PRODUCERS} concurrent producers. "max" is ${N.toLocaleString('en-US')} messages flat out (append/publish → handled → acked); latency is send → handler, measured at half of each system's own maximum for ${PACED_SECONDS} s.`,
     'RabbitMQ: durable queue, persistent messages, publisher confirms with 256 in flight, prefetch 256, manual ack. BullMQ: a Redis started for the run with `appendonly yes`, `appendfsync always`.',
     '',
@@ -380,7 +386,7 @@ function writeReport(results) {
     '|---|---:|---:|---:|---:|',
     ...rows,
     '',
-    `Throughput relative to RabbitMQ in this run: Sinho on SQLite **${ratio('Sinho (SQLite)')}×** (target ≥ 2), Sinho on PostgreSQL **${ratio('Sinho (PostgreSQL)')}×** (target ≥ 1), BullMQ ${ratio('BullMQ')}×. Target p99 at half rate: under 20 ms.`,
+    `Throughput relative to RabbitMQ, the median of each round's ratio: Sinho on SQLite **${ratio('Sinho (SQLite)')}×** (rounds: ${roundRatios('Sinho (SQLite)')}; target ≥ 2), Sinho on PostgreSQL **${ratio('Sinho (PostgreSQL)')}×** (${roundRatios('Sinho (PostgreSQL)')}; target ≥ 1), BullMQ ${ratio('BullMQ')}×. Target p99 at half rate: under 20 ms (rounds, ms: SQLite ${roundP99('Sinho (SQLite)')}; PostgreSQL ${roundP99('Sinho (PostgreSQL)')}; RabbitMQ ${roundP99('RabbitMQ')}).`,
     '',
     `Backlog: a consumer group on SQLite, started in a fresh process, drained ${results.backlog.events.toLocaleString('en-US')} stored events in ${results.backlog.seconds} s (${results.backlog.perSecond.toLocaleString('en-US')} events/s, concurrency ${CONCURRENCY}) with a peak RSS of **${results.backlog.peakRssMB} MB**: at most 1,000 events are read ahead of the handlers, so memory does not grow with the backlog.`,
     '',
@@ -410,10 +416,25 @@ const results = {
   systems: {},
 };
 try {
-  results.systems['Sinho (SQLite)'] = await measure('sinho sqlite', await sinho(async () => openSqliteEventLog({ path: join(workDir, 'log.sqlite') })));
-  results.systems['Sinho (PostgreSQL)'] = await measure('sinho postgres', await sinho(() => openPostgresEventLog({ connectionString: POSTGRES_URL, schema })));
-  results.systems['RabbitMQ'] = await measure('rabbitmq', rabbitmq);
-  results.systems['BullMQ'] = await measure('bullmq', bullmq);
+  results.rounds = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    console.log(`round ${round} of ${ROUNDS}`);
+    const r = {};
+    r['Sinho (SQLite)'] = await measure('sinho sqlite', await sinho(async () => openSqliteEventLog({ path: join(workDir, `log-${round}.sqlite`) })));
+    r['Sinho (PostgreSQL)'] = await measure('sinho postgres', await sinho(() => openPostgresEventLog({ connectionString: POSTGRES_URL, schema: `${schema}_${round}` })));
+    r['RabbitMQ'] = await measure('rabbitmq', rabbitmq);
+    r['BullMQ'] = await measure('bullmq', bullmq);
+    results.rounds.push(r);
+  }
+  // Medians over rounds, per figure; ratios are the medians of each round's ratio.
+  for (const name of Object.keys(results.rounds[0])) {
+    const of = (f) => median(results.rounds.map((r) => f(r[name])));
+    results.systems[name] = {
+      max: { perSecond: Math.round(of((x) => x.max.perSecond)) },
+      halfRate: { rate: Math.round(of((x) => x.halfRate.rate)), p50Ms: +of((x) => x.halfRate.p50Ms).toFixed(2), p99Ms: +of((x) => x.halfRate.p99Ms).toFixed(2) },
+    };
+    results.systems[name].ratioToRabbitMQ = +median(results.rounds.map((r) => r[name].max.perSecond / r['RabbitMQ'].max.perSecond)).toFixed(2);
+  }
   results.backlog = await backlog(BACKLOG);
   console.log('failures…');
   results.failures = { 'Sinho (SQLite)': await failuresSinho(), RabbitMQ: await failuresRabbitmq() };
@@ -423,7 +444,7 @@ try {
 } finally {
   const c = new pg.Client({ connectionString: POSTGRES_URL });
   await c.connect();
-  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  for (let round = 1; round <= ROUNDS; round++) await c.query(`DROP SCHEMA IF EXISTS ${schema}_${round} CASCADE`);
   await c.end();
   rmSync(workDir, { recursive: true, force: true });
 }

@@ -21,7 +21,9 @@ export type SinhoErrorCode =
   | 'UNKNOWN_GROUP'
   | 'UNSUPPORTED'
   | 'GROUP_BUSY'
-  | 'GROUP_LEASE_LOST';
+  | 'GROUP_LEASE_LOST'
+  | 'BROKER_UNREACHABLE'
+  | 'MESSAGE_REFUSED';
 
 /** Base class of every error Sinho throws on purpose. */
 export class SinhoError extends Error {

@@ -1,6 +1,7 @@
 /**
  * moim's HTTP API in-process (fastify inject), with the worker role running
- * in the same process on the same store: members and sessions, communities
+ * in the same process on the same store, once on the embedded default (SQLite
+ * files) and once on PostgreSQL (log, read models and feeds in a schema): members and sessions, communities
  * and their read model, family accounts and the identity-reset policy, and
  * bad input on every endpoint (the right 4xx, and nothing written).
  */
@@ -11,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startApi, startWorker, type ApiRole, type WorkerRole } from '../apps/moim/src/moim.js';
 import type { EventLog } from '../src/index.js';
+import { POSTGRES_URL, dropSchema, postgresSkipReason, randomName } from './support/services.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -24,14 +26,17 @@ async function eventually<T>(probe: () => Promise<T>, ok: (value: T) => boolean,
   }
 }
 
-describe('moim API', { timeout: 60_000 }, () => {
+const postgresSkip = await postgresSkipReason();
+
+for (const store of ['sqlite', 'postgres'] as const) describe(`moim API (${store})`, { timeout: 60_000, skip: store === 'postgres' ? postgresSkip : undefined }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'moim-'));
+  const schema = randomName('moim');
   let api: ApiRole & { log: EventLog };
   let worker: WorkerRole;
   let n = 0;
 
   before(async () => {
-    const config = { dataDir: dir, sessionTtlMs: 3_600_000 };
+    const config = { dataDir: dir, sessionTtlMs: 3_600_000, ...(store === 'postgres' ? { postgresUrl: POSTGRES_URL, postgresSchema: schema } : {}) };
     api = await startApi(config, { logger: false, loginAttemptsPerMinute: 5 });
     worker = await startWorker(config);
   });
@@ -39,6 +44,10 @@ describe('moim API', { timeout: 60_000 }, () => {
     await worker?.close();
     await api?.close();
     rmSync(dir, { recursive: true, force: true });
+    if (store === 'postgres') {
+      await dropSchema(schema);
+      await dropSchema(`${schema}_feed`);
+    }
   });
 
   const call = async (method: string, url: string, options: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {}) => {
@@ -169,7 +178,7 @@ describe('moim API', { timeout: 60_000 }, () => {
     const metrics = await api.app.inject({ method: 'GET', url: '/metrics' });
     assert.match(metrics.body, /http_request_duration_seconds_bucket\{[^}]*route="\/members"/);
     assert.match(metrics.body, /nodejs_eventloop_lag_seconds/);
-    assert.match(metrics.body, /sinho_consumer_group_lag\{group="moim-read-models@v1"\} \d+/);
+    assert.match(metrics.body, /sinho_consumer_group_lag\{group="moim-read-models@v2"\} \d+/);
     assert.match(metrics.body, /sinho_consumer_group_dead_letters\{group="family-identity-policy"\} 0/);
   });
 });

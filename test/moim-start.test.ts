@@ -14,6 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
+import { WebSocket } from 'ws';
+import { FeedClient, type NotificationMessage } from '../src/client/index.js';
 
 const main = fileURLToPath(new URL('../apps/moim/dist/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -24,7 +26,7 @@ describe('moim start: the seeds story over real ports', { timeout: 90_000 }, () 
 
   it('runs the whole story end to end and stops on SIGTERM', async () => {
     const env = { ...process.env, MOIM_DATA_DIR: dir, MOIM_LOG: 'off', MOIM_CONFIRMATION_DELAY_MS: '100', LEDGER_FINALITY_MS: '200', LEDGER_FAILURE_RATE: '0' };
-    const child = spawn(process.execPath, [main, 'start', '--port', '0', '--ledger-port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [main, 'start', '--port', '0', '--ledger-port', '0', '--gateway-port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -39,8 +41,9 @@ describe('moim start: the seeds story over real ports', { timeout: 90_000 }, () 
       }
     };
     try {
-      await until(async () => out, (o) => /API listening on http/.test(o) && o.includes('moim worker'), 'moim to start');
+      await until(async () => out, (o) => /API listening on http/.test(o) && o.includes('moim worker') && o.includes('moim notifications'), 'moim to start');
       const base = /API listening on (http:\/\/\S+)/.exec(out)![1]!;
+      const gatewayUrl = /moim notifications: WebSocket (ws:\/\/\S+)/.exec(out)![1]!;
       const ledger = /ledger simulator listening on (http:\/\/\S+)/.exec(out)![1]!;
       const http = async (method: string, path: string, token?: string, body?: unknown) => {
         const res = await fetch(`${base}${path}`, {
@@ -71,11 +74,32 @@ describe('moim start: the seeds story over real ports', { timeout: 90_000 }, () 
       await http('POST', '/me/identity-reset', jun.token);
       await until(() => http('GET', `/families/${fam}`, minji.token), (r) => !r.body.members.includes(jun.id), 'jun to leave the family');
 
-      // A community; joins reach the membership read model.
+      // A community; joins reach the membership read model, and every other member is notified over the gateway.
       const community = (await http('POST', '/communities', minji.token, { name: 'Han river runners' })).body.communityId as string;
-      await http('POST', `/communities/${community}/members`, jun.token);
-      await http('POST', `/communities/${community}/members`, seo.token);
-      await until(() => http('GET', `/communities/${community}/members`, seo.token), (r) => r.body.items?.length === 3, 'the membership read model');
+      const minjiFeed: NotificationMessage[] = [];
+      const client = new FeedClient({ url: gatewayUrl, token: minji.token, WebSocket: WebSocket as never });
+      client.on('notification', (m) => minjiFeed.push(m)).start();
+      try {
+        await until(() => http('GET', `/communities/${community}/online`, minji.token), (r) => r.body.online?.includes(minji.id), 'minji online');
+        await http('POST', `/communities/${community}/members`, jun.token);
+        await http('POST', `/communities/${community}/members`, seo.token);
+        await until(() => http('GET', `/communities/${community}/members`, seo.token), (r) => r.body.items?.length === 3, 'the membership read model');
+        await until(async () => minjiFeed.length, (n) => n === 2, 'two join notifications to minji');
+        assert.deepEqual(minjiFeed.map((m) => [m.cursor, m.type, (m.data as { memberId: string }).memberId, (m.data as { communityName: string }).communityName]), [
+          [1, 'MemberJoined', jun.id, 'Han river runners'],
+          [2, 'MemberJoined', seo.id, 'Han river runners'],
+        ]);
+        assert.equal((await http('GET', `/communities/${community}/online`, jun.token)).status, 200);
+      } finally {
+        client.close();
+      }
+      // jun, a member before seo, got seo's join in his feed though he was offline: it waits for him.
+      const junFeed: NotificationMessage[] = [];
+      const junClient = new FeedClient({ url: gatewayUrl, token: jun.token, WebSocket: WebSocket as never });
+      junClient.on('notification', (m) => junFeed.push(m)).start();
+      await until(async () => junFeed.length, (n) => n === 1, "seo's join in jun's feed");
+      junClient.close();
+      assert.equal((junFeed[0]!.data as { memberId: string }).memberId, seo.id);
 
       // Transfers against the ledger: one confirmed after finality, one forced to fail.
       await http('POST', '/me/deposits', jun.token, { amount: 500 });
@@ -98,7 +122,7 @@ describe('moim start: the seeds story over real ports', { timeout: 90_000 }, () 
       assert.equal((await http('GET', '/me/account', jun.token)).body.balance, 250);
       assert.equal((await http('GET', '/me/account', seo.token)).body.balance, 150);
       // The read models have caught up before the store is verified.
-      await until(async () => (await fetch(`${base}/metrics`)).text(), (m) => /sinho_consumer_group_lag\{group="moim-read-models@v1"\} 0/.test(m), 'the read models to catch up');
+      await until(async () => (await fetch(`${base}/metrics`)).text(), (m) => /sinho_consumer_group_lag\{group="moim-read-models@v2"\} 0/.test(m), 'the read models to catch up');
     } finally {
       child.kill('SIGTERM');
     }

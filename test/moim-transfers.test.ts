@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { moimClient } from './support/moim.js';
 import type { FastifyInstance } from 'fastify';
 import { buildLedger } from '../apps/moim/src/ledger/service.js';
 import { startApi, startWorker, type WorkerRole } from '../apps/moim/src/moim.js';
@@ -23,7 +24,6 @@ describe('moim transfers', { timeout: 60_000 }, () => {
   let ledgerUrl: string;
   let api: Awaited<ReturnType<typeof startApi>>;
   let worker: WorkerRole;
-  let n = 0;
 
   before(async () => {
     // Final after 150 ms; one request in five answered with HTTP 503 (retried by the worker).
@@ -40,25 +40,7 @@ describe('moim transfers', { timeout: 60_000 }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const call = async (method: string, url: string, token?: string, body?: unknown) => {
-    const res = await api.app.inject({ method: method as 'GET', url, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) }, payload: body ? JSON.stringify(body) : undefined });
-    return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as Record<string, any>) : {} };
-  };
-  const member = async () => {
-    const email = `t${n++}-${Date.now()}@example.com`;
-    const { body } = await call('POST', '/members', undefined, { email, displayName: 'T', password: 'long enough' });
-    const login = await call('POST', '/sessions', undefined, { email, password: 'long enough' });
-    return { id: body.memberId as string, token: login.body.token as string };
-  };
-  const settled = async (token: string, id: string) => {
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const t = await call('GET', `/transfers/${id}`, token);
-      if (t.body.status === 'confirmed' || t.body.status === 'failed') return t.body;
-      assert.ok(Date.now() < deadline, `transfer ${id} is still ${t.body.status}`);
-      await sleep(25);
-    }
-  };
+  const { call, member, settled } = moimClient(() => api.app, { emailPrefix: 't', settleTimeoutMs: 20_000 });
 
   it('confirms after finality, fails when the ledger fails or never finalises, and moves money only on confirmation', async () => {
     const a = await member();
@@ -163,8 +145,8 @@ describe('moim transfers', { timeout: 60_000 }, () => {
     assert.ok(clean.checked.balances >= 4 && clean.checked.memberships >= 4, JSON.stringify(clean.checked));
     // Tamper with the read model behind the projection's back.
     const db = new Database(join(dir, 'moim.sqlite'));
-    const row = db.prepare('SELECT member_id FROM moim_balances_v1 LIMIT 1').get() as { member_id: string };
-    db.prepare('UPDATE moim_balances_v1 SET balance = balance + 1 WHERE member_id = ?').run(row.member_id);
+    const row = db.prepare('SELECT member_id FROM moim_balances_v2 LIMIT 1').get() as { member_id: string };
+    db.prepare('UPDATE moim_balances_v2 SET balance = balance + 1 WHERE member_id = ?').run(row.member_id);
     db.close();
     const tampered = await verifyHistory(api.log, api.readModels);
     assert.equal(tampered.discrepancies.length, 1);

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { EventIdConflict, InvalidInput, SinhoError, WrongExpectedRevision } from '../errors.js';
 import type { EventLog, JsonValue, NewEvent, RecordedEvent, EventMetadata } from '../log/types.js';
 import { snapshotKey, type Decider, type DomainEvent } from './decider.js';
 import type { AggregateStateCache } from './state-cache.js';
 import { recordedEventsOf } from '../log/stored-event-log.js';
+import { nameBasedUuid } from '../log/ids.js';
 
 export interface HandleCommandOptions {
   /**
@@ -44,11 +44,7 @@ export interface LoadedAggregate<State> {
 
 /** Deterministic UUID (version 8, name-based on SHA-256) of the `index`-th event of a command. */
 export function commandEventId(commandId: string, stream: string, index: number): string {
-  const h = createHash('sha256').update(`sinho:command:${stream}:${commandId}:${index}`).digest();
-  h[6] = (h[6]! & 0x0f) | 0x80;
-  h[8] = (h[8]! & 0x3f) | 0x80;
-  const hex = h.subarray(0, 16).toString('hex');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+  return nameBasedUuid(`sinho:command:${stream}:${commandId}:${index}`);
 }
 
 /** Folds a stream into the decider's state, starting from its snapshot when one exists. */

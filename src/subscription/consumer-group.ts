@@ -97,6 +97,12 @@ export interface SubscribeOptions {
    */
   leaseMs?: number;
   /**
+   * Wait for the lease for as long as it takes instead of failing with
+   * GROUP_BUSY: a hot standby that takes the group over once its holder
+   * stops or dies (within `leaseMs`). `start` resolves only then.
+   */
+  standby?: boolean;
+  /**
    * Splits the group into this many leased partitions (by a hash of the
    * ordering key) so that several processes can run it together; each
    * partition has its own checkpoint and lease, and `concurrency` and
@@ -237,6 +243,12 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   private readerDone: Promise<void> = Promise.resolve();
   /** No new deliveries start (graceful stop in progress). */
   private closing = false;
+  /**
+   * Keys whose head may be a retry row (a superset: stale keys are dropped when
+   * seen). The due-time scans walk these, not every key: they run after every
+   * handled event.
+   */
+  private readonly retryKeys = new Set<string>();
   /** Results of deliveries are dropped from now on. */
   private stopped = false;
   private failure: Error | undefined;
@@ -287,7 +299,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     const start = this.options.startFrom ?? 'beginning';
     const initial = start === 'beginning' ? 0 : start === 'end' ? await this.log.headPosition() : Math.max(0, start.position - 1);
     await this.storage.ensureGroup(this.name, initial);
-    const deadline = this.part?.leaseOnce ? 0 : Date.now() + 2 * this.leaseMs;
+    const deadline = this.part?.leaseOnce ? 0 : this.options.standby ? Infinity : Date.now() + 2 * this.leaseMs;
     while (!(await this.storage.acquireLease(this.name, this.owner, this.leaseMs))) {
       if (Date.now() >= deadline) {
         throw new SinhoError('GROUP_BUSY', `Consumer group "${this.name}" is held by another instance (its lease did not expire within ${2 * this.leaseMs} ms).`, { group: this.name });
@@ -329,6 +341,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       if (this.deadLetterPolicy === 'skip') return;
     }
     const q = this.queueOf(row.key);
+    if (row.state === 'retry') this.retryKeys.add(row.key);
     q.blocked = true;
     q.items.push({ position: row.position, row });
     q.items.sort((a, b) => a.position - b.position);
@@ -514,6 +527,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     }
     const dueAt = Date.now() + this.retry.delayAfter(attempt);
     item.row = this.deferRow(item.position, event.id, q.key, 'retry', attempt, dueAt, errors);
+    this.retryKeys.add(q.key);
     this.block(q);
     this.emit('subscription:retry', { group: this.name, position: item.position, key: q.key, attempt, error: message, dueAt, correlationId: event.metadata.correlationId });
     this.armDueTimer();
@@ -616,12 +630,23 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   }
 
   /** One timer for the earliest due retry or scheduled delivery. */
+  /** The queues whose head is a retry row; drops keys that no longer have one. */
+  private retryHeads(): KeyQueue[] {
+    const out: KeyQueue[] = [];
+    for (const key of this.retryKeys) {
+      const q = this.keys.get(key);
+      if (q && q.items[0]?.row?.state === 'retry') out.push(q);
+      else if (!q?.running) this.retryKeys.delete(key);
+    }
+    return out;
+  }
+
   private armDueTimer(): void {
     if (this.stopped) return;
     let earliest = Number.POSITIVE_INFINITY;
-    for (const q of this.keys.values()) {
-      const row = q.items[0]?.row;
-      if (!q.running && row?.state === 'retry' && row.dueAt !== null) earliest = Math.min(earliest, row.dueAt);
+    for (const q of this.retryHeads()) {
+      const row = q.items[0]!.row!;
+      if (!q.running && row.dueAt !== null) earliest = Math.min(earliest, row.dueAt);
     }
     for (const row of this.scheduled.values()) if (!this.scheduledRunning.has(row.position) && row.dueAt !== null) earliest = Math.min(earliest, row.dueAt);
     if (earliest === this.dueAt && this.dueTimer) return;
@@ -636,9 +661,9 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     this.dueTimer = undefined;
     this.dueAt = Number.POSITIVE_INFINITY;
     const now = Date.now();
-    for (const q of this.keys.values()) {
-      const row = q.items[0]?.row;
-      if (!q.running && row?.state === 'retry' && row.dueAt !== null && row.dueAt <= now) this.markReady(q);
+    for (const q of this.retryHeads()) {
+      const row = q.items[0]!.row!;
+      if (!q.running && row.dueAt !== null && row.dueAt <= now) this.markReady(q);
     }
     for (const row of [...this.scheduled.values()]) {
       if (!this.scheduledRunning.has(row.position) && row.dueAt !== null && row.dueAt <= now && this.running < this.concurrency) {
@@ -704,15 +729,21 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     void this.stop({ timeoutMs: 0, flush: false });
   }
 
-  /** Resolves when every event up to `position` that the group receives has been handled or deferred, and checkpointed. */
-  async waitForCheckpoint(position: number, timeoutMs = 30_000): Promise<void> {
+  /**
+   * Resolves when every event up to `position` that the group receives has
+   * been handled or deferred, and checkpointed. By default it commits the
+   * checkpoint as soon as the events are handled; `flush: false` waits for
+   * the group's own checkpoint commits instead (no extra commits, at most
+   * `checkpointIntervalMs` later).
+   */
+  async waitForCheckpoint(position: number, timeoutMs = 30_000, options: { flush?: boolean } = {}): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (this.checkpoint < position) {
       if (this.failure) throw this.failure;
       if (this.stopped) throw new SinhoError('INVALID_ARGUMENT', `Group ${this.name} stopped before reaching position ${position}.`);
       if (Date.now() > deadline) throw new SinhoError('INVALID_ARGUMENT', `Group ${this.name} did not reach position ${position} within ${timeoutMs} ms (at ${this.checkpoint}).`);
       await new Promise((r) => setTimeout(r, 10));
-      await this.flush();
+      if (options.flush !== false) await this.flush();
     }
   }
 
@@ -720,7 +751,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     const now = Date.now();
     while (this.rate.length > 0 && this.rate[0]! < now - 5000) this.rate.shift();
     let retrying = 0;
-    for (const q of this.keys.values()) if (q.items[0]?.row?.state === 'retry') retrying += 1;
+    for (const _ of this.retryHeads()) retrying += 1;
     return {
       group: this.name,
       checkpoint: this.checkpoint,
@@ -763,6 +794,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     const item = q?.items.find((i) => i.position === position);
     if (q && item) {
       item.row = this.deferRow(position, row.eventId, row.key, 'retry', 0, Date.now(), []);
+      this.retryKeys.add(row.key);
       if (q.items[0] === item) this.markReady(q);
     } else {
       // A dead scheduled row is replaced by the upsert below (a delete would run after it and remove it).

@@ -196,11 +196,11 @@ export class PartitionedGroup extends EventEmitter<SubscriptionEventMap> {
     await Promise.all([...this.engines.values()].map((e) => e.flush()));
   }
 
-  /** Resolves when every partition (on whichever node) has committed a checkpoint at or past `position`. */
-  async waitForCheckpoint(position: number, timeoutMs = 30_000): Promise<void> {
+  /** Resolves when every partition (on whichever node) has committed a checkpoint at or past `position`; `flush: false` as on ConsumerGroup. */
+  async waitForCheckpoint(position: number, timeoutMs = 30_000, options: { flush?: boolean } = {}): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      await this.flush();
+      if (options.flush !== false) await this.flush();
       const lowest = (await committedCheckpoint(this.storage, this.name)) ?? 0;
       if (lowest >= position) return;
       if (this.closing) throw new SinhoError('INVALID_ARGUMENT', `Group ${this.name} stopped before reaching position ${position}.`);

@@ -351,6 +351,35 @@ export function subscriptionConformance(name: string, factory: LogFactory, proje
     });
 
     if (peer) {
+      it('runs a standby instance that takes the group over when the holder stops, delivering each event once', async () => {
+        const log = await open();
+        const other = await peer(log);
+        try {
+          const s = stream('standby');
+          await log.append(s, Array.from({ length: 5 }, (_, i) => ({ type: 'N', data: { i } })));
+          const seen: [string, number][] = [];
+          const group = randomName('standby');
+          const handler = (node: string) => (e: RecordedEvent) => void seen.push([node, (e.data as { i: number }).i]);
+          const active = await subscribe(log, group, { handler: handler('active'), leaseMs: 300 });
+          await active.waitForCheckpoint(await log.headPosition());
+          let takenOver = false;
+          const waiting = subscribe(other, group, { handler: handler('standby'), leaseMs: 300, standby: true }).then((g) => ((takenOver = true), g));
+          await sleep(1000); // more than twice the lease: a standby does not give up
+          assert.equal(takenOver, false, 'the standby waits while the holder renews its lease');
+          await log.append(s, Array.from({ length: 5 }, (_, i) => ({ type: 'N', data: { i: 5 + i } })));
+          await active.waitForCheckpoint(await log.headPosition());
+          await active.stop();
+          const standby = await waiting;
+          await log.append(s, Array.from({ length: 5 }, (_, i) => ({ type: 'N', data: { i: 10 + i } })));
+          await standby.waitForCheckpoint(await log.headPosition());
+          await standby.stop();
+          assert.deepEqual(seen.map(([, i]) => i), Array.from({ length: 15 }, (_, i) => i), 'each event once, in order');
+          assert.deepEqual(seen.filter(([node]) => node === 'standby').map(([, i]) => i), [10, 11, 12, 13, 14]);
+        } finally {
+          await other.close();
+        }
+      });
+
       it('rebalances partitions between nodes as they join and leave, keeping per-stream order', async () => {
         const log = await open();
         const other = await peer(log);

@@ -48,13 +48,99 @@ export const RABBITMQ_URL = process.env.SINHO_TEST_RABBITMQ_URL ?? 'amqp://guest
 /** Undefined when RabbitMQ is usable; otherwise the skip reason. Throws when services are required. */
 export async function rabbitmqSkipReason(): Promise<string | undefined> {
   const amqp = await import('amqplib');
-  try {
-    const connection = await amqp.connect(RABBITMQ_URL, { timeout: 3000 });
-    await connection.close();
-    return undefined;
-  } catch (error) {
-    const reason = `RabbitMQ at ${RABBITMQ_URL} is unreachable: ${(error as Error).message}`;
-    if (requireServices) throw new Error(`${reason} (SINHO_REQUIRE_SERVICES=1, so this is a failure, not a skip)`);
-    return reason;
+  return probe(async () => {
+    try {
+      const connection = await amqp.connect(RABBITMQ_URL, { timeout: 3000 });
+      await connection.close();
+      return undefined;
+    } catch (error) {
+      return `RabbitMQ at ${RABBITMQ_URL} is unreachable: ${(error as Error).message}`;
+    }
+  });
+}
+
+/**
+ * Runs a reachability check. When services are required, a failing check is
+ * retried for a while first: another test file may be restarting that server
+ * (test/rabbitmq-relay.test.ts, test/moim-sessions.test.ts), and a server in
+ * the middle of a restart is not an unreachable one.
+ */
+async function probe(check: () => Promise<string | undefined>): Promise<string | undefined> {
+  const deadline = Date.now() + (requireServices ? 60_000 : 0);
+  for (;;) {
+    const reason = await check();
+    if (reason === undefined) return undefined;
+    if (Date.now() >= deadline) {
+      if (requireServices) throw new Error(`${reason} (SINHO_REQUIRE_SERVICES=1, so this is a failure, not a skip)`);
+      return reason;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
   }
+}
+
+export const REDIS_URL = process.env.SINHO_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** Undefined when Redis is usable; otherwise the skip reason. Throws when services are required. */
+export async function redisSkipReason(): Promise<string | undefined> {
+  const { Redis } = await import('ioredis');
+  return probe(async () => {
+    const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 3000 });
+    redis.on('error', () => {});
+    try {
+      await redis.connect();
+      await redis.ping();
+      return undefined;
+    } catch (error) {
+      return `Redis at ${REDIS_URL} is unreachable: ${(error as Error).message}`;
+    } finally {
+      redis.disconnect();
+    }
+  });
+}
+
+/**
+ * A lock across test files (they run in parallel processes) for tests that
+ * restart a shared server: the restart test and the other tests of that
+ * server take it, so none of them sees the server vanish mid-test. A lock
+ * whose holder died is taken over.
+ */
+export async function exclusive(name: string, timeoutMs = 180_000): Promise<() => void> {
+  const { mkdirSync, readFileSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = join(tmpdir(), `sinho-test-lock-${name}`);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'pid'), String(process.pid));
+      return () => rmSync(dir, { recursive: true, force: true });
+    } catch {
+      let holder = 0;
+      try {
+        holder = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+      } catch {}
+      let alive = true;
+      if (holder > 0) {
+        try {
+          process.kill(holder, 0);
+        } catch {
+          alive = false;
+        }
+      }
+      if (!alive) rmSync(dir, { recursive: true, force: true });
+      else if (Date.now() > deadline) throw new Error(`test lock ${name} is held by process ${holder} for too long`);
+      else await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1 (for servers whose port must be known before they start). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((r) => server.close(r));
+  return port;
 }

@@ -7,8 +7,9 @@ import { handleCommand, subscribe, type ConsumerGroup, type EventLog, type Proje
 import { family, familyStream } from './domain/family.js';
 import type { ReadModels } from './read-models.js';
 
-export function startFamilyPolicy(log: EventLog, readModels: ReadModels, readModelProjection: Projection): Promise<ConsumerGroup> {
+export function startFamilyPolicy(log: EventLog, readModels: ReadModels, readModelProjection: Projection, options: { standby?: boolean } = {}): Promise<ConsumerGroup> {
   return subscribe(log, 'family-identity-policy', {
+    standby: options.standby,
     bindings: [{ kind: 'direct', key: 'member.IdentityReset' }],
     retry: { initialDelayMs: 500, maxDelayMs: 30_000, maxAttempts: 10 },
     handler: async (event) => {

@@ -10,7 +10,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { consumerGroups } from 'sinho';
 import { buildLedger, ledgerOptionsFromEnv } from './ledger/service.js';
-import { configFromEnv, openStore, startApi, startWorker } from './moim.js';
+import { configFromEnv, openStore, startApi, startGateway, startWorker, transferTopologyOf } from './moim.js';
 import { verifyHistory } from './verify.js';
 
 const program = new Command('moim').description('moim, the reference community service built on Sinho');
@@ -41,13 +41,19 @@ function forkRole(args: string[], env: NodeJS.ProcessEnv, onExit: (code: number 
 
 program
   .command('start')
-  .description('run moim: the HTTP API, and in child processes the worker (projections, policies, transfers) and the ledger simulator')
-  .option('--role <role>', 'all | api | worker | ledger', 'all')
+  .description('run moim: the HTTP API, and in child processes the worker (projections, policies, transfers, notification fan-out), the realtime gateways and the ledger simulator')
+  .option('--role <role>', 'all | api | worker | gateway | ledger | checker (the external ledger checker, with MOIM_RABBITMQ_URL)', 'all')
   .option('--port <port>', 'HTTP port of the API (env PORT)', port, Number(process.env.PORT ?? 3000))
   .option('--ledger-port <port>', 'HTTP port of the ledger simulator (env LEDGER_PORT)', port, Number(process.env.LEDGER_PORT ?? 3001))
+  .option('--gateway-port <port>', 'WebSocket port of gateway node 0; node k listens on this + k (env GATEWAY_PORT)', port, Number(process.env.GATEWAY_PORT ?? 3002))
+  .option('--node <n>', 'gateway role: which node this is, from 0 to MOIM_GATEWAYS - 1 (env MOIM_GATEWAY_NODE)', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('a node is an integer >= 0');
+    return n;
+  }, Number(process.env.MOIM_GATEWAY_NODE ?? 0))
   .option('--host <host>', 'address to listen on', process.env.HOST ?? '127.0.0.1')
-  .action(async (options: { role: string; port: number; ledgerPort: number; host: string }) => {
-    if (!['all', 'api', 'worker', 'ledger'].includes(options.role)) throw new InvalidArgumentError(`unknown role ${options.role}`);
+  .action(async (options: { role: string; port: number; ledgerPort: number; gatewayPort: number; node: number; host: string }) => {
+    if (!['all', 'api', 'worker', 'gateway', 'ledger', 'checker'].includes(options.role)) throw new InvalidArgumentError(`unknown role ${options.role}`);
     const config = configFromEnv();
     const stops: Stop[] = [];
     let shuttingDown = false;
@@ -64,13 +70,32 @@ program
       console.error(`moim: the ${role} stopped (${signal ?? code}); stopping.`);
       void shutdown(1);
     };
-    const up = (message: { url?: string }): void => void process.send?.(message);
+    const up = (message: { url?: string; gateways?: string[] }): void => void process.send?.(message);
+    const gatewayUrls: string[] = [];
 
     if (options.role === 'ledger') {
       const ledger = await buildLedger(ledgerOptionsFromEnv());
       stops.push(() => ledger.close());
       const url = await ledger.listen({ port: options.ledgerPort, host: options.host });
       console.log(`ledger simulator listening on ${url}`);
+      return up({ url });
+    }
+    if (options.role === 'checker') {
+      if (!config.rabbitmqUrl) throw new InvalidArgumentError('the checker role needs MOIM_RABBITMQ_URL');
+      const { startLedgerChecker } = await import('./ledger/checker.js');
+      const { LedgerClient } = await import('./ledger/client.js');
+      const checker = await startLedgerChecker(config.rabbitmqUrl, transferTopologyOf(config), new LedgerClient(config.ledgerUrl ?? 'http://127.0.0.1:3001'));
+      stops.push(checker.close);
+      console.log(`moim ledger checker: consuming ${transferTopologyOf(config).checks} (ledger ${config.ledgerUrl})`);
+      return up({});
+    }
+    if (options.role === 'gateway') {
+      // With fixed ports every node knows where the others are, and redirects a client that reached the wrong one.
+      const nodeUrls = options.gatewayPort === 0 ? undefined : Array.from({ length: config.gateways ?? 1 }, (_, k) => `ws://${options.host}:${options.gatewayPort + k}/realtime`);
+      const role = await startGateway(config, { node: options.node, port: options.gatewayPort === 0 ? 0 : options.gatewayPort + options.node, host: options.host, nodeUrls });
+      stops.push(() => role.close(Number(process.env.MOIM_DRAIN_WINDOW_MS ?? 5000)));
+      const url = `ws://${options.host}:${role.gateway.port}/realtime`;
+      console.log(`moim gateway node ${options.node} of ${config.gateways ?? 1} listening on ${url}`);
       return up({ url });
     }
     if (options.role === 'worker') {
@@ -92,6 +117,16 @@ program
       stops.push(ledger.stop);
       const worker = await forkRole(['start', '--role', 'worker'], { ...process.env, LEDGER_URL: ledger.message.url }, childDied('worker'));
       stops.push(worker.stop);
+      if (config.rabbitmqUrl) {
+        // The RabbitMQ style of transfer checks: the external checker, as its own process.
+        const checker = await forkRole(['start', '--role', 'checker'], { ...process.env, LEDGER_URL: ledger.message.url }, childDied('checker'));
+        stops.push(checker.stop);
+      }
+      for (let node = 0; node < (config.gateways ?? 1); node++) {
+        const gateway = await forkRole(['start', '--role', 'gateway', '--node', String(node), '--gateway-port', String(options.gatewayPort), '--host', options.host], process.env, childDied(`gateway ${node}`));
+        stops.push(gateway.stop);
+        gatewayUrls.push(gateway.message.url ?? '');
+      }
     }
     const api = await startApi(config, {
       logger: process.env.MOIM_LOG === 'off' ? false : { level: process.env.MOIM_LOG ?? 'info' },
@@ -101,16 +136,17 @@ program
     stops.push(api.close);
     const address = await api.app.listen({ port: options.port, host: options.host });
     console.log(`moim API listening on ${address} (data in ${config.dataDir}); try: curl ${address}/healthz`);
-    up({ url: address });
+    if (gatewayUrls.length > 0) console.log(`moim notifications: WebSocket ${gatewayUrls.join(', ')}`);
+    up({ url: address, gateways: gatewayUrls });
   });
 
 /** Opens the store for one CLI command and closes it afterwards. */
-async function withStore<T>(work: (store: ReturnType<typeof openStore>) => Promise<T>): Promise<T> {
-  const store = openStore(configFromEnv());
+async function withStore<T>(work: (store: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> {
+  const store = await openStore(configFromEnv());
   try {
     return await work(store);
   } finally {
-    store.readModels.close();
+    await store.readModels.close();
     await store.log.close();
   }
 }

@@ -21,7 +21,7 @@ export interface SessionStore {
   close(): Promise<void>;
 }
 
-const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
 
 export function newToken(): string {
   return randomBytes(32).toString('base64url');
@@ -33,6 +33,7 @@ export function newToken(): string {
  * effect at once; a logout through another API process within `ttlMs`.
  */
 export class CachedSessionStore implements SessionStore {
+  /** By the token's hash. */
   private readonly cache = new Map<string, { session: Session; until: number }>();
 
   constructor(
@@ -47,19 +48,25 @@ export class CachedSessionStore implements SessionStore {
 
   async get(token: string): Promise<Session | undefined> {
     const now = Date.now();
-    const hit = this.cache.get(token);
+    const key = hashToken(token);
+    const hit = this.cache.get(key);
     if (hit && hit.until > now && hit.session.expiresAt > now) return hit.session;
     const session = await this.store.get(token);
     if (session) {
       if (this.cache.size >= this.maxEntries) this.cache.clear();
-      this.cache.set(token, { session, until: now + this.ttlMs });
-    } else this.cache.delete(token);
+      this.cache.set(key, { session, until: now + this.ttlMs });
+    } else this.cache.delete(key);
     return session;
   }
 
   async delete(token: string): Promise<void> {
-    this.cache.delete(token);
+    this.cache.delete(hashToken(token));
     await this.store.delete(token);
+  }
+
+  /** Drops a session another process logged out (its token's hash), when the store announces it. */
+  evict(tokenHash: string): void {
+    this.cache.delete(tokenHash);
   }
 
   close(): Promise<void> {

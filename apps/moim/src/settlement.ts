@@ -62,8 +62,9 @@ export async function startSettlement(log: EventLog, communityId: string, period
 }
 
 /** The settlement worker: charges one member per request, in parallel across members. */
-export function startSettlementWorker(log: EventLog): Promise<ConsumerGroup> {
+export function startSettlementWorker(log: EventLog, options: { standby?: boolean } = {}): Promise<ConsumerGroup> {
   return subscribe(log, 'settlement-worker', {
+    standby: options.standby,
     bindings: [{ kind: 'direct', key: 'settlement.SettlementRequested' }],
     orderingKey: (e) => (e.data as { memberId: string }).memberId,
     concurrency: 32,

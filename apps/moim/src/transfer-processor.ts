@@ -21,12 +21,21 @@ export interface TransferProcessorOptions {
   /** Delay before each confirmation check, ms. Default 5,000. */
   confirmationDelayMs?: number;
   logger?: Pick<Logger, 'info'>;
+  /**
+   * Who checks the ledger after submission: `sinho` (default; durable delayed deliveries of this group) or
+   * `rabbitmq` (the relay hands TransferSubmitted to RabbitMQ's retry topology and an external checker;
+   * see transfer-checks-rabbitmq.ts).
+   */
+  checks?: 'sinho' | 'rabbitmq';
+  /** Wait for each group's lease as a hot standby of another worker (PostgreSQL deployments). */
+  standby?: boolean;
 }
 
 export function startTransferProcessor(log: EventLog, ledger: LedgerClient, options: TransferProcessorOptions = {}): Promise<ConsumerGroup> {
   const delay = options.confirmationDelayMs ?? 5000;
   const logger = options.logger ?? { info: () => {} };
   return subscribe(log, 'transfer-processor', {
+    standby: options.standby,
     bindings: [{ kind: 'direct', key: 'transfer.TransferRequested' }],
     concurrency: 32,
     retry: { initialDelayMs: 500, multiplier: 2, maxDelayMs: 30_000, maxAttempts: 20 },
@@ -36,10 +45,12 @@ export function startTransferProcessor(log: EventLog, ledger: LedgerClient, opti
       const stream = transferStream(transferId);
       const { state } = await loadAggregate(log, transfer, stream);
       if (state.status === 'confirmed' || state.status === 'failed') return;
+      // With RabbitMQ checks, this group only submits; the checks happen outside it.
+      if (options.checks === 'rabbitmq' && state.status === 'submitted') return;
       if (!ctx.scheduled) {
         await ledger.submit({ id: transferId, from, to, amount }, ctx.signal);
         await handleCommand(log, transfer, stream, { kind: 'submit' }, { commandId: `${event.id}:submit`, metadata });
-        ctx.schedule(delay);
+        if (options.checks !== 'rabbitmq') ctx.schedule(delay);
         logger.info({ correlationId: metadata.correlationId, transferId }, 'transfer submitted to the ledger');
         return;
       }

@@ -56,3 +56,4 @@ export function openMemoryEventLog(options: MemoryEventLogOptions = {}): EventLo
   };
   return new StoredEventLog(storage, options);
 }
+export { openMemoryFeedStore, type MemoryFeedStoreOptions } from '../../realtime/memory/feed-store.js';

@@ -4,13 +4,12 @@
  * row lock, so positions are gap-free and visible in order (see schema.ts).
  */
 import pg from 'pg';
-import { InvalidInput } from '../../errors.js';
 import { StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
 import type { LogStorage } from '../storage.js';
 import type { EventLog } from '../types.js';
 import { commitBatch, InFlightRevisions } from './append.js';
 import { watchExternalCommits } from './notify.js';
-import type { PgPool } from './pg-types.js';
+import { checkSchemaName, PG_TYPES, type PgPool } from './pg-types.js';
 import { readAllPage, readEventsById, readStreamPage } from './read.js';
 import { migrate } from './schema.js';
 import { createPostgresSubscriptionStorage } from './subscription.js';
@@ -30,20 +29,11 @@ export interface PostgresEventLogOptions extends EventLogOptions {
   onBackgroundError?: (error: Error) => void;
 }
 
-const IDENTIFIER = /^[a-z_][a-z0-9_]{0,50}$/;
-
-// int8 columns (positions, revisions) as JS numbers: exact up to 2^53, far beyond any log's size.
-const types = {
-  getTypeParser: ((oid: number, format?: string) =>
-    oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
-};
 
 export async function openPostgresEventLog(options: PostgresEventLogOptions = {}): Promise<EventLog> {
   const schema = options.schema ?? 'sinho';
-  if (!IDENTIFIER.test(schema)) {
-    throw new InvalidInput('INVALID_ARGUMENT', `schema must match ${IDENTIFIER} (lower-case letters, digits, underscore), got ${JSON.stringify(schema)}.`);
-  }
-  const clientConfig: pg.ClientConfig = { connectionString: options.connectionString, types };
+  checkSchemaName(schema);
+  const clientConfig: pg.ClientConfig = { connectionString: options.connectionString, types: PG_TYPES };
   const pool = new pg.Pool({ ...clientConfig, max: options.poolSize ?? 10 }) as unknown as PgPool & pg.Pool;
   // An idle client's error (server restart) must not crash the process; the next query reconnects.
   (pool as pg.Pool).on('error', (error) => options.onBackgroundError?.(error));
@@ -106,3 +96,4 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
   // bench/log.mjs: about 10% more throughput than one batch of 256).
   return new StoredEventLog(storage, { ...options, maxBatchEvents: options.maxBatchEvents ?? 128 });
 }
+export { openPostgresFeedStore, type PostgresFeedStoreOptions } from '../../realtime/postgres/feed-store.js';

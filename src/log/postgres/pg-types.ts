@@ -1,7 +1,26 @@
 /**
  * The small slice of `pg` this adapter uses, so the rest of the adapter's code
- * does not depend on the driver's full types; and the one transaction helper.
+ * does not depend on the driver's full types; the one transaction helper; and
+ * what every Sinho store on PostgreSQL configures the same way (int8 parsing,
+ * schema names).
  */
+import pg from 'pg';
+import { InvalidInput } from '../../errors.js';
+
+// int8 columns (positions, revisions, cursors) as JS numbers: exact up to 2^53, far beyond any log's size.
+export const PG_TYPES = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+const IDENTIFIER = /^[a-z_][a-z0-9_]{0,50}$/;
+
+/** Schema names are put into SQL text: only plain lower-case identifiers are accepted. */
+export function checkSchemaName(schema: string): void {
+  if (!IDENTIFIER.test(schema)) {
+    throw new InvalidInput('INVALID_ARGUMENT', `schema must match ${IDENTIFIER} (lower-case letters, digits, underscore), got ${JSON.stringify(schema)}.`);
+  }
+}
 export interface PgQueryable {
   query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<{ rows: R[]; rowCount: number | null }>;
 }

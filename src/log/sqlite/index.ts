@@ -85,3 +85,4 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
   };
   return new StoredEventLog(storage, options);
 }
+export { openSqliteFeedStore, type SqliteFeedStoreOptions } from '../../realtime/sqlite/feed-store.js';

@@ -81,6 +81,16 @@ export async function communityRoutes(app: App, api: MoimApi, requireSession: Re
     },
   );
 
+  app.get(
+    '/communities/:id/online',
+    { schema: { params: Id, response: { 200: Type.Object({ online: Type.Array(Type.String()) }) } } },
+    async (request) => {
+      const state = await load(request.params.id);
+      if (!state.members.includes(request.memberId)) throw forbidden('Only members of a community see who is online.');
+      return { online: await api.feed.online(state.members, Date.now()) };
+    },
+  );
+
   app.put(
     '/communities/:id/dues',
     { schema: { params: Id, body: Type.Object({ amount: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }) }, { additionalProperties: false }), response: { 200: Type.Object({ amount: Type.Integer() }) } } },

@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { AggregateStateCache, EventLog } from 'sinho';
+import type { FeedStore } from 'sinho/realtime';
 import type { ReadModels } from '../read-models.js';
 import type { SessionStore } from '../sessions.js';
 
@@ -9,6 +10,8 @@ export interface MoimApi {
   log: EventLog;
   sessions: SessionStore;
   readModels: ReadModels;
+  /** Notification feeds (here: presence, who is online). */
+  feed: FeedStore;
   /** Aggregate states of this process, caught up on each use (hot communities are not refolded per request). */
   stateCache: AggregateStateCache;
   /** Session lifetime, ms. */
