@@ -213,6 +213,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   /** Identifies this instance as the lease holder (fencing token for every commit). */
   private readonly owner = randomUUID();
   private leaseTimer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
 
   private readonly keys = new Map<string, KeyQueue>();
   private readonly ready: KeyQueue[] = [];
@@ -307,14 +308,22 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       await new Promise((r) => setTimeout(r, Math.max(10, this.leaseMs / 4)));
     }
     this.leaseTimer = setInterval(() => {
-      this.storage.acquireLease(this.name, this.owner, this.leaseMs).then(
-        (held) => {
-          if (!held && !this.closing) this.fail(new SinhoError('GROUP_LEASE_LOST', `Consumer group "${this.name}" was taken over by another instance.`, { group: this.name }));
-        },
-        (error: Error) => {
-          if (!this.closing) this.fail(error);
-        },
-      );
+      // One renewal at a time, and stop() waits for it: a renewal still in
+      // flight when the lease is released would otherwise take it back.
+      if (this.renewing) return;
+      this.renewing = this.storage
+        .acquireLease(this.name, this.owner, this.leaseMs)
+        .then(
+          (held) => {
+            if (!held && !this.closing) this.fail(new SinhoError('GROUP_LEASE_LOST', `Consumer group "${this.name}" was taken over by another instance.`, { group: this.name }));
+          },
+          (error: Error) => {
+            if (!this.closing) this.fail(error);
+          },
+        )
+        .finally(() => {
+          this.renewing = undefined;
+        });
     }, Math.max(10, Math.floor(this.leaseMs / 3)));
     // Read the checkpoint only now that the lease is ours: the previous holder
     // commits its last checkpoint before it lets the lease go.
@@ -847,6 +856,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
+    await this.renewing;
     await this.storage.releaseLease(this.name, this.owner).catch(() => {});
     this.emit('subscription:stopped', { group: this.name });
   }
