@@ -260,7 +260,7 @@ async function benchPostgres() {
       raws.push(await rawPostgresInsert(`${schema}_raw${round}`, SIZES.rawBatches));
       groups.push(await concurrent(log, SIZES.concurrentEvents / 2, `conc${round}`));
     }
-      result.rawBatchedInsert = medianRun(raws);
+    result.rawBatchedInsert = medianRun(raws);
     result.groupCommit = medianRun(groups);
     await fill(log, Math.min(SIZES.readEvents, quick ? 50_000 : 300_000));
     await log.close();
@@ -338,14 +338,20 @@ function writeReport(results) {
 if (process.argv[2] === 'read-child') {
   await readChild(process.argv[3], process.argv[4], process.argv[5]);
 } else {
+  // BENCH_ONLY=sqlite|postgres runs one adapter and prints its figures without recording them.
+  const only = process.env.BENCH_ONLY;
   const results = { date: new Date().toISOString(), quick, machine: machine(), sizes: SIZES };
-  console.log('sqlite…');
-  results.sqlite = await benchSqlite();
-  console.log(JSON.stringify(results.sqlite, null, 1));
-  console.log('postgres…');
-  results.postgres = await benchPostgres();
-  console.log(JSON.stringify(results.postgres, null, 1));
-  writeReport(results);
+  if (only !== 'postgres') {
+    console.log('sqlite…');
+    results.sqlite = await benchSqlite();
+    console.log(JSON.stringify(results.sqlite, null, 1));
+  }
+  if (only !== 'sqlite') {
+    console.log('postgres…');
+    results.postgres = await benchPostgres();
+    console.log(JSON.stringify(results.postgres, null, 1));
+  }
+  if (!only) writeReport(results);
   rmSync(workDir, { recursive: true, force: true });
-  console.log('wrote bench/results/log.json and docs/benchmarks.md');
+  if (!only) console.log('wrote bench/results/log.json and docs/benchmarks.md');
 }
