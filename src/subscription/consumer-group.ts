@@ -232,7 +232,8 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   private buffered = 0;
   private running = 0;
   private handled = 0;
-  private readonly rate: number[] = [];
+  /** Events handled per second over the last seconds: a ring of per-second counts (constant memory at any rate). */
+  private readonly rate = new HandledRate();
   private dirty: GroupCommit = { upserts: [], deletes: [], processed: [], statements: [] };
   private dirtyCount = 0;
   private flushing: Promise<void> | undefined;
@@ -508,7 +509,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     this.dirty.statements.push(...statements);
     if (q.items.length === 0) q.blocked = false;
     this.handled += 1;
-    this.rate.push(Date.now());
+    this.rate.count(Date.now());
     this.touch();
     this.wakeReader?.();
   }
@@ -757,8 +758,6 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   }
 
   stats(): GroupStats {
-    const now = Date.now();
-    while (this.rate.length > 0 && this.rate[0]! < now - 5000) this.rate.shift();
     let retrying = 0;
     for (const _ of this.retryHeads()) retrying += 1;
     return {
@@ -769,7 +768,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       retrying: retrying + [...this.scheduled.values()].filter((r) => r.attempts > 0).length,
       deadLetters: this.deadRows.size,
       handled: this.handled,
-      handledPerSecond: Math.round(this.rate.length / 5),
+      handledPerSecond: this.rate.perSecond(Date.now()),
     };
   }
 
@@ -859,5 +858,37 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
     await this.renewing;
     await this.storage.releaseLease(this.name, this.owner).catch(() => {});
     this.emit('subscription:stopped', { group: this.name });
+  }
+}
+
+/**
+ * Handled events per second, averaged over the last five whole seconds: one
+ * counter per second in a ring, so counting is O(1) and memory is constant
+ * (a timestamp per event grew without bound when nobody read the stats).
+ */
+class HandledRate {
+  private static readonly SECONDS = 5;
+  private readonly counts = new Array<number>(HandledRate.SECONDS + 1).fill(0);
+  private readonly seconds = new Array<number>(HandledRate.SECONDS + 1).fill(-1);
+
+  count(nowMs: number): void {
+    const second = Math.floor(nowMs / 1000);
+    const slot = second % this.counts.length;
+    if (this.seconds[slot] !== second) {
+      this.seconds[slot] = second;
+      this.counts[slot] = 0;
+    }
+    this.counts[slot]! += 1;
+  }
+
+  /** The mean over the five whole seconds before the current one. */
+  perSecond(nowMs: number): number {
+    const current = Math.floor(nowMs / 1000);
+    let sum = 0;
+    for (let i = 0; i < this.counts.length; i++) {
+      const second = this.seconds[i]!;
+      if (second < current && second >= current - HandledRate.SECONDS) sum += this.counts[i]!;
+    }
+    return Math.round(sum / HandledRate.SECONDS);
   }
 }

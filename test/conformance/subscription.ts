@@ -61,6 +61,11 @@ export function subscriptionConformance(name: string, factory: LogFactory, proje
       const stats = g2.stats();
       assert.equal(stats.lag, 0);
       assert.equal(stats.deadLetters, 0);
+      assert.equal(stats.handled, 20);
+      // handled/s is the mean of the last five whole seconds: once the second in which
+      // the 20 events were handled is over, it reads 20 / 5.
+      await sleep(1000 - (Date.now() % 1000) + 20);
+      assert.equal(g2.stats().handledPerSecond, 4);
     });
 
     it('keeps each stream in order under random transient failures (property)', async () => {
