@@ -168,31 +168,7 @@ export class RabbitRelay extends EventEmitter<RelayEventMap> {
   }
 
   private async publish(event: RecordedEvent, routingKey: string): Promise<void> {
-    const content = Buffer.from(JSON.stringify(event.data ?? null));
-    const m = event.metadata;
-    const sinhoHeaders = this.options.metadataHeaders !== false;
-    const properties: Options.Publish = {
-      persistent: true,
-      mandatory: true,
-      messageId: event.id,
-      correlationId: m.correlationId,
-      type: event.type,
-      appId: 'sinho',
-      contentType: 'application/json',
-      timestamp: Math.floor(Date.parse(m.occurredAt) / 1000),
-      headers: sinhoHeaders
-        ? {
-            ...m.headers,
-            'x-sinho-stream': event.stream,
-            'x-sinho-revision': event.revision,
-            'x-sinho-position': event.position,
-            'x-sinho-schema-version': event.schemaVersion,
-            ...(m.causationId ? { 'x-sinho-causation-id': m.causationId } : {}),
-            ...(m.actor ? { 'x-sinho-actor': m.actor } : {}),
-            'x-sinho-occurred-at': m.occurredAt,
-          }
-        : m.headers,
-    };
+    const { content, properties } = relayMessage(event, { metadataHeaders: this.options.metadataHeaders });
     for (;;) {
       const channel = await this.ready();
       try {
@@ -235,6 +211,42 @@ export class RabbitRelay extends EventEmitter<RelayEventMap> {
     for (const wake of this.waiting.splice(0)) wake();
     await this.model.close().catch(() => {});
   }
+}
+
+/**
+ * The message the relay publishes for an event: the event's data as JSON,
+ * persistent and mandatory, `message-id` = event id, the correlation id,
+ * type, app id, content type, timestamp, the event's metadata headers and,
+ * unless `metadataHeaders` is false, the `x-sinho-*` headers. Exported so a
+ * consumer's tests (and bench:bridges' plain publisher) can build the same message.
+ */
+export function relayMessage(event: RecordedEvent, options: { metadataHeaders?: boolean } = {}): { content: Buffer; properties: Options.Publish } {
+  const content = Buffer.from(JSON.stringify(event.data ?? null));
+  const m = event.metadata;
+  const properties: Options.Publish = {
+    persistent: true,
+    mandatory: true,
+    messageId: event.id,
+    correlationId: m.correlationId,
+    type: event.type,
+    appId: 'sinho',
+    contentType: 'application/json',
+    timestamp: Math.floor(Date.parse(m.occurredAt) / 1000),
+    headers:
+      options.metadataHeaders !== false
+        ? {
+            ...m.headers,
+            'x-sinho-stream': event.stream,
+            'x-sinho-revision': event.revision,
+            'x-sinho-position': event.position,
+            'x-sinho-schema-version': event.schemaVersion,
+            ...(m.causationId ? { 'x-sinho-causation-id': m.causationId } : {}),
+            ...(m.actor ? { 'x-sinho-actor': m.actor } : {}),
+            'x-sinho-occurred-at': m.occurredAt,
+          }
+        : m.headers,
+  };
+  return { content, properties };
 }
 
 function validateRelayOptions(o: RabbitRelayOptions): void {
