@@ -45,7 +45,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts `moim start` (or one role) and resolves with its API address and child process. */
 async function startMoim(args, env) {
-  const child = spawn(process.execPath, [main, 'start', ...args], { env: { ...process.env, MOIM_DATA_DIR: workDir, MOIM_LOG: 'off', MOIM_LOGIN_LIMIT_PER_ADDRESS: '1000000', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // MOIM_BENCH_PROFILE=<dir>: CPU profiles of moim's processes (fork passes the flags on to each role).
+  const profile = process.env.MOIM_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.MOIM_BENCH_PROFILE}`] : [];
+  const child = spawn(process.execPath, [...profile, main, 'start', ...args], { env: { ...process.env, MOIM_DATA_DIR: workDir, MOIM_LOG: process.env.MOIM_LOG ?? 'off', MOIM_LOGIN_LIMIT_PER_ADDRESS: '1000000', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));

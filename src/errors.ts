@@ -23,7 +23,8 @@ export type SinhoErrorCode =
   | 'GROUP_BUSY'
   | 'GROUP_LEASE_LOST'
   | 'BROKER_UNREACHABLE'
-  | 'MESSAGE_REFUSED';
+  | 'MESSAGE_REFUSED'
+  | 'STORE_BUSY';
 
 /** Base class of every error Sinho throws on purpose. */
 export class SinhoError extends Error {

@@ -71,6 +71,47 @@ describe('sqlite: two connections on one file', () => {
   });
 });
 
+describe('sqlite: another connection holding the write lock', () => {
+  it('waits for it with timers (the process keeps running), then fails with STORE_BUSY past busyTimeoutMs, writing nothing', async () => {
+    const path = join(dir, `busy-${n++}.sqlite`);
+    const log = openSqliteEventLog({ path, busyTimeoutMs: 5000 });
+    const other = new Database(path);
+    try {
+      await log.append('busy-1', [{ type: 'Seeded', data: {} }]);
+      // Another connection (as another process would) takes the write lock for 300 ms.
+      other.exec('BEGIN IMMEDIATE');
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 5);
+      const started = Date.now();
+      const appended = log.append('busy-1', [{ type: 'Waited', data: {} }]);
+      await new Promise((r) => setTimeout(r, 300));
+      other.exec('COMMIT');
+      const result = await appended;
+      clearInterval(ticker);
+      assert.ok(Date.now() - started >= 250, 'the append waited for the lock');
+      assert.equal(result.revision, 1);
+      // SQLite's own busy handler would have slept inside the call: no timer would have run meanwhile.
+      assert.ok(ticks >= 10, `the event loop kept running while waiting (${ticks} ticks of 5 ms)`);
+
+      const impatient = openSqliteEventLog({ path, busyTimeoutMs: 100 });
+      try {
+        other.exec('BEGIN IMMEDIATE');
+        await assert.rejects(impatient.append('busy-1', [{ type: 'Refused', data: {} }]), (e: Error & { code?: string }) => e.code === 'STORE_BUSY');
+        other.exec('COMMIT');
+        assert.equal(await impatient.headPosition(), 2, 'nothing was written');
+        await impatient.append('busy-1', [{ type: 'Later', data: {} }], { expectedRevision: 1 });
+      } finally {
+        await impatient.close();
+      }
+      assert.throws(() => openSqliteEventLog({ path, busyTimeoutMs: -1 }), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT');
+    } finally {
+      if (other.inTransaction) other.exec('ROLLBACK');
+      other.close();
+      await log.close();
+    }
+  });
+});
+
 describe('sqlite: one instance per consumer group', () => {
   it('refuses a second instance on the same store while the first holds the lease, and lets one in after it stops', async () => {
     const path = join(dir, 'lease.sqlite');

@@ -16,11 +16,15 @@ import { prepareReadStatements, readAllPage, readStreamPage } from './read.js';
 import { migrate } from './schema.js';
 import { createSqliteSubscriptionStorage } from './subscription.js';
 import { BackgroundCheckpointer, BACKSTOP_AUTOCHECKPOINT_PAGES } from './checkpoint.js';
+import { BUSY_HANDLER_MS, retryingWhileBusy } from './busy.js';
 
 export interface SqliteEventLogOptions extends EventLogOptions {
   /** Path of the database file (created with its folder when missing), or `:memory:`. */
   path: string;
-  /** How long a writer waits for another process's write lock, ms. Default 5,000. */
+  /**
+   * How long a write waits for another process's write lock, ms (then STORE_BUSY). The wait is
+   * timers, not a sleep inside SQLite: the process keeps serving meanwhile. Default 5,000.
+   */
   busyTimeoutMs?: number;
   /** How often another process's commits are noticed, ms. Default 200. */
   externalCommitCheckMs?: number;
@@ -37,11 +41,17 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
     throw new InvalidInput('INVALID_ARGUMENT', 'openSqliteEventLog needs a path (a file path or ":memory:").');
   }
   if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+  const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+    throw new InvalidInput('INVALID_ARGUMENT', `busyTimeoutMs must be an integer >= 0, got ${JSON.stringify(options.busyTimeoutMs)}.`);
+  }
   const db = new Database(options.path);
-  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+  // Opening (migrations) is synchronous: SQLite's own handler waits there; afterwards only briefly (see busy.ts).
+  db.pragma(`busy_timeout = ${busyTimeoutMs}`);
   if (options.path !== ':memory:') db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   migrate(db);
+  db.pragma(`busy_timeout = ${Math.min(BUSY_HANDLER_MS, busyTimeoutMs)}`);
   const checkpointMs = options.backgroundCheckpointMs ?? 50;
   if (checkpointMs !== false && (!Number.isSafeInteger(checkpointMs) || checkpointMs < 1)) {
     throw new InvalidInput('INVALID_ARGUMENT', `backgroundCheckpointMs must be an integer >= 1 or false, got ${JSON.stringify(checkpointMs)}.`);
@@ -57,7 +67,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
 
   const storage: LogStorage = {
     adapter: 'sqlite',
-    subscriptions: createSqliteSubscriptionStorage(db),
+    subscriptions: retryingWhileBusy(createSqliteSubscriptionStorage(db), busyTimeoutMs),
     maxCommitsInFlight: 1,
     recheckIntervalMs: 5000,
     commit: async (batch, durability) => commitBatch(db, write, batch, durability),
@@ -83,6 +93,6 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
       db.close();
     },
   };
-  return new StoredEventLog(storage, options);
+  return new StoredEventLog(retryingWhileBusy(storage, busyTimeoutMs, ['watchExternalCommits', 'close']), options);
 }
 export { openSqliteFeedStore, type SqliteFeedStoreOptions } from '../../realtime/sqlite/feed-store.js';

@@ -17,10 +17,14 @@ export function watchExternalCommits(
   let last = version.get() as number;
   const timer = setInterval(() => {
     if (!db.open) return;
-    const now = version.get() as number;
-    if (now !== last) {
-      last = now;
-      onCommit(readHead());
+    try {
+      const now = version.get() as number;
+      if (now !== last) {
+        onCommit(readHead());
+        last = now;
+      }
+    } catch {
+      // The file is momentarily locked (or closing): look again on the next tick.
     }
   }, intervalMs);
   timer.unref();

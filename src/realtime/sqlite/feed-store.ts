@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { InvalidInput } from '../../errors.js';
 import { notificationJson, type FeedBounds, type FeedEntry, type FeedStore, type NewNotification, type NodeDelivery, type PublishOptions, type UndeliveredNotification } from '../feed-store.js';
 import { PublishQueue } from '../publish-queue.js';
+import { BUSY_HANDLER_MS, retryingWhileBusy } from '../../log/sqlite/busy.js';
 import { BackgroundCheckpointer, BACKSTOP_AUTOCHECKPOINT_PAGES } from '../../log/sqlite/checkpoint.js';
 
 export interface SqliteFeedStoreOptions {
@@ -53,13 +54,19 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
   }
   if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
   const now = options.now ?? Date.now;
+  const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+    throw new InvalidInput('INVALID_ARGUMENT', `busyTimeoutMs must be an integer >= 0, got ${JSON.stringify(options.busyTimeoutMs)}.`);
+  }
   const db = new Database(options.path);
-  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+  // Set-up is synchronous: SQLite's own handler waits there; afterwards only briefly (see log/sqlite/busy.ts).
+  db.pragma(`busy_timeout = ${busyTimeoutMs}`);
   if (options.path !== ':memory:') db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.transaction(() => {
     for (const sql of SCHEMA) db.exec(sql);
   }).immediate();
+  db.pragma(`busy_timeout = ${Math.min(BUSY_HANDLER_MS, busyTimeoutMs)}`);
   const checkpointMs = options.backgroundCheckpointMs ?? 50;
   if (checkpointMs !== false && (!Number.isSafeInteger(checkpointMs) || checkpointMs < 1)) {
     db.close();
@@ -180,7 +187,12 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
     if (timer) return;
     timer = setInterval(() => {
       if (!db.open) return;
-      const version = s.dataVersion.get() as number;
+      let version: number;
+      try {
+        version = s.dataVersion.get() as number;
+      } catch {
+        return; // momentarily locked: look again on the next tick
+      }
       if (version !== lastVersion) {
         lastVersion = version;
         notify();
@@ -189,7 +201,7 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
     timer.unref();
   };
 
-  return {
+  const store: FeedStore = {
     publish: (notifications: readonly NewNotification[], publishOptions: PublishOptions = {}) => queue.enqueue(notifications, publishOptions.nodeOf),
     read: async (userId, afterCursor, limit): Promise<FeedEntry[]> =>
       s.read.all(userId, afterCursor, limit).map((r) => ({ userId, cursor: r.cursor, type: r.type, data: JSON.parse(r.data), at: r.at })),
@@ -274,4 +286,5 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
       db.close();
     },
   };
+  return retryingWhileBusy(store, busyTimeoutMs, ['watch', 'close']);
 }
