@@ -122,6 +122,8 @@ export interface GroupStats {
   inFlight: number;
   /** Events waiting for a retry (their keys are blocked). */
   retrying: number;
+  /** Events held back behind a retrying or parked event of their key (per-key order), not counting that event. */
+  waiting: number;
   deadLetters: number;
   handled: number;
   /** Handled per second over the last few seconds. */
@@ -760,12 +762,15 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   stats(): GroupStats {
     let retrying = 0;
     for (const _ of this.retryHeads()) retrying += 1;
+    let waiting = 0;
+    for (const q of this.keys.values()) if (q.blocked && q.items.length > 1) waiting += q.items.length - 1;
     return {
       group: this.name,
       checkpoint: this.checkpoint,
       lag: Math.max(0, this.knownHead - this.checkpoint),
       inFlight: this.running,
       retrying: retrying + [...this.scheduled.values()].filter((r) => r.attempts > 0).length,
+      waiting,
       deadLetters: this.deadRows.size,
       handled: this.handled,
       handledPerSecond: this.rate.perSecond(Date.now()),

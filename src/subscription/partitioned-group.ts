@@ -183,6 +183,7 @@ export class PartitionedGroup extends EventEmitter<SubscriptionEventMap> {
       lag: all.length === 0 ? 0 : Math.max(...all.map((s) => s.lag)),
       inFlight: sum((s) => s.inFlight),
       retrying: sum((s) => s.retrying),
+      waiting: sum((s) => s.waiting),
       deadLetters: sum((s) => s.deadLetters),
       handled: sum((s) => s.handled),
       handledPerSecond: sum((s) => s.handledPerSecond),

@@ -100,6 +100,25 @@ export function subscriptionConformance(name: string, factory: LogFactory, proje
       );
     });
 
+    it('counts the events held back behind a retrying event of their stream', async () => {
+      const log = await open();
+      const s = stream('held');
+      await log.append(s, [{ type: 'Bad', data: {} }, { type: 'After', data: { n: 1 } }, { type: 'After', data: { n: 2 } }]);
+      const g = await subscribe(log, randomName('held'), {
+        bindings: [{ kind: 'topic', pattern: 'held.*' }],
+        retry: { delaysMs: [60_000], maxAttempts: 2 },
+        handler: (e) => {
+          if (e.type === 'Bad') throw new Error('not yet');
+        },
+      });
+      try {
+        await until(() => g.stats().retrying === 1, 5_000, 'the retry');
+        assert.equal(g.stats().waiting, 2);
+      } finally {
+        await g.stop();
+      }
+    });
+
     it('holds back only the failing stream; the dead letter appears after exactly maxAttempts', async () => {
       const log = await open();
       const poison = stream('hol');
