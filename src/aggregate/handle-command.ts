@@ -52,14 +52,16 @@ export async function loadAggregate<C, S, E extends DomainEvent>(
   log: EventLog,
   decider: Decider<C, S, E>,
   stream: string,
-  options: { upToRevision?: number; useSnapshot?: boolean; cache?: AggregateStateCache } = {},
-): Promise<LoadedAggregate<S>> {
+  options: { upToRevision?: number; useSnapshot?: boolean; cache?: AggregateStateCache; catchUp?: boolean } = {},
+): Promise<LoadedAggregate<S> & { unverified?: boolean }> {
   let state = decider.initialState;
   let revision = -1;
   let fromSnapshot: number | undefined;
   const cacheKey = `${snapshotKey(decider)}|${stream}`;
   const cached = options.upToRevision === undefined ? options.cache?.get(cacheKey) : undefined;
   if (cached) {
+    // Without catching up, the cached state may be behind the stream: the caller must let the expected revision check it.
+    if (options.catchUp === false) return { state: cached.state as S, revision: cached.revision, fromSnapshot: undefined, unverified: true };
     state = cached.state as S;
     revision = cached.revision;
   } else if (options.useSnapshot !== false) {
@@ -128,13 +130,34 @@ export async function handleCommand<C, S, E extends DomainEvent>(
   const maxAttempts = options.maxAttempts ?? 5;
   const { commandId } = options;
   let lastConflict: WrongExpectedRevision | undefined;
+  // A cached state is first trusted as it is, without reading the stream: the
+  // expected revision on append proves it was the latest (one read less per
+  // command on a hot aggregate). A refusal or a no-op decided on it is not
+  // proven by any append, so it is decided again on the caught-up state; a
+  // conflict falls back to catching up, without counting as an attempt.
+  let trustCache = options.cache !== undefined;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
     if (commandId !== undefined) {
       const [first] = await log.readEvents([commandEventId(commandId, stream, 0)]);
       if (first) return previousResult(log, decider, stream, commandId, first);
     }
-    const loaded = await loadAggregate(log, decider, stream, { cache: options.cache });
-    const decided = await decider.decide(command, loaded.state);
+    let loaded = await loadAggregate(log, decider, stream, { cache: options.cache, catchUp: !trustCache });
+    const optimistic = loaded.unverified === true;
+    trustCache = false;
+    let decided: E | readonly E[] | undefined;
+    if (optimistic) {
+      try {
+        decided = await decider.decide(command, loaded.state);
+      } catch {
+        decided = undefined;
+      }
+      if (decided === undefined || (Array.isArray(decided) && decided.length === 0)) {
+        loaded = await loadAggregate(log, decider, stream, { cache: options.cache });
+        decided = await decider.decide(command, loaded.state);
+      }
+    } else {
+      decided = await decider.decide(command, loaded.state);
+    }
     const domainEvents: readonly E[] = Array.isArray(decided) ? decided : [decided as E];
     if (domainEvents.length === 0) return { events: [], state: loaded.state, revision: loaded.revision, alreadyHandled: false };
     const newEvents: NewEvent[] = domainEvents.map((e, i) => ({
@@ -162,6 +185,7 @@ export async function handleCommand<C, S, E extends DomainEvent>(
     } catch (error) {
       if (error instanceof WrongExpectedRevision) {
         lastConflict = error;
+        if (optimistic && loaded.unverified) attempt -= 1; // the cache was behind: catching up is not a lost race
         continue;
       }
       // Another delivery of the same command won the race with different

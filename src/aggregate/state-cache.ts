@@ -1,8 +1,9 @@
 /**
  * An in-process cache of aggregate states, so that a hot aggregate is not
- * folded from its snapshot and events on every command: a cached state is
- * caught up with only the events appended since (usually none), and the
- * expected revision on append still guards against every other writer.
+ * folded from its snapshot and events on every command: `handleCommand`
+ * decides on a cached state without reading the stream, and the expected
+ * revision on append guards against every other writer (on a conflict, or
+ * before returning a refusal, it catches up with the events appended since).
  * States must be treated as immutable (deciders' `evolve` returns new
  * objects; `decide` must not modify the state it is given).
  */

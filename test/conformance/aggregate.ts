@@ -133,6 +133,43 @@ export function aggregateConformance(name: string, factory: LogFactory): void {
       assert.ok(caches[2]!.size <= 2);
     });
 
+    it('decides on a cached state without reading, and checks a refusal or a no-op on the caught-up state', async () => {
+      const log = await open();
+      const s = stream('account');
+      const stale = new AggregateStateCache();
+      const other = new AggregateStateCache();
+      await handleCommand(log, account, s, { kind: 'open', owner: 'a' }, { cache: stale });
+      // Another process deposits: the first cache still says balance 0.
+      await handleCommand(log, account, s, { kind: 'deposit', amount: 10 }, { cache: other });
+      // Refused on the stale state (insufficient funds), accepted on the caught-up one; one attempt is enough.
+      const withdrawn = await handleCommand(log, account, s, { kind: 'withdraw', amount: 7 }, { cache: stale, maxAttempts: 1 });
+      assert.equal(withdrawn.state.balance, 3);
+      assert.equal(withdrawn.revision, 2);
+      // Accepted on the stale state but the stream moved on: the append's expected revision catches it, and a
+      // conflict with a stale cache does not use up the attempts.
+      await handleCommand(log, account, s, { kind: 'deposit', amount: 1 }, { cache: other, maxAttempts: 1 });
+      const deposited = await handleCommand(log, account, s, { kind: 'deposit', amount: 2 }, { cache: stale, maxAttempts: 1 });
+      assert.equal(deposited.revision, 4);
+      assert.equal(deposited.state.balance, 6);
+      // With the cache up to date, a command reads nothing from the stream.
+      let reads = 0;
+      const counting = new Proxy(log, {
+        get: (target, key, receiver) =>
+          key === 'readStream'
+            ? (...args: Parameters<typeof log.readStream>) => {
+                reads += 1;
+                return target.readStream(...args);
+              }
+            : Reflect.get(target, key, receiver),
+      });
+      const again = await handleCommand(counting, account, s, { kind: 'deposit', amount: 1 }, { cache: stale });
+      assert.equal(again.state.balance, 7);
+      assert.equal(reads, 0, 'a hot aggregate is decided from its cached state');
+      // A genuine refusal is still a refusal.
+      await assert.rejects(handleCommand(log, account, s, { kind: 'withdraw', amount: 100 }, { cache: stale }), (e: SinhoError) => e.code === 'DOMAIN_RULE_VIOLATED');
+      assert.equal((await loadAggregate(log, account, s, { useSnapshot: false })).revision, 5, 'the refusal appended nothing');
+    });
+
     it('handles a command id once, even when delivered concurrently', async () => {
       const log = await open();
       const s = stream('account');
