@@ -15,13 +15,22 @@ export function machine() {
   return { cpu: `${os.cpus()[0]?.model ?? 'unknown'} × ${os.cpus().length}`, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version };
 }
 
+// Quick runs (BENCH_QUICK=1, reduced sizes) are for exploring: they print their figures and record nothing,
+// so they never replace a full run's results; BENCH_RECORD=1 records them anyway.
+const recording = process.env.BENCH_QUICK !== '1' || process.env.BENCH_RECORD === '1';
+
 export function writeResults(name, results) {
+  if (!recording) {
+    console.log(`quick run: bench/results/${name}.json left as it is (BENCH_RECORD=1 records quick runs)`);
+    return;
+  }
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
   writeFileSync(join(root, 'bench', 'results', `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
 }
 
 /** `section` starts with `<!-- bench:<name>:start -->` and ends with `<!-- bench:<name>:end -->`. */
 export function writeDocSection(name, section) {
+  if (!recording) return;
   const docPath = join(root, 'docs', 'benchmarks.md');
   let doc;
   try {
