@@ -18,7 +18,8 @@ export const BUSY_HANDLER_MS = 10;
 
 const isBusy = (error: unknown): boolean => {
   const code = (error as { code?: unknown })?.code;
-  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
+  // Extended codes too (SQLITE_BUSY_SNAPSHOT: a read snapshot went stale before the write; retrying starts afresh).
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
 };
 
 export async function retryWhileBusy<T>(work: () => T | Promise<T>, budgetMs: number): Promise<T> {
