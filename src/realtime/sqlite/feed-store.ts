@@ -98,14 +98,17 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
         WHERE o.node = ? AND o.seq > ? ORDER BY o.seq LIMIT ?`,
     ),
     nodeHead: db.prepare<[number], { seq: number | null }>('SELECT MAX(seq) AS seq FROM sinho_node_outbox WHERE node = ?'),
-    // The partial index holds only users with notifications neither acknowledged nor reported yet.
-    pending: db.prepare<[], { user_id: string; head: number; done: number }>(
-      'SELECT user_id, head, MAX(acked, reported) AS done FROM sinho_feed_users WHERE head > acked AND head > reported',
-    ),
-    dueOf: db.prepare<[string, number, number], { cursor: number; source_id: string; type: string; at: number }>(
-      `SELECT f.cursor AS cursor, n.source_id AS source_id, n.type AS type, n.created_at AS at
-         FROM sinho_feed f JOIN sinho_notifications n ON n.id = f.notification_id
-        WHERE f.user_id = ? AND f.cursor > ? AND n.created_at <= ? ORDER BY f.cursor`,
+    // One statement for the whole sweep (it used to run one query per pending user): the partial index holds
+    // only users with notifications neither acknowledged nor reported yet, and LIMIT stops the walk early.
+    // The join order is forced (INDEXED BY, CROSS JOIN): without statistics SQLite would scan the whole feed.
+    undelivered: db.prepare<[number, number], { user_id: string; cursor: number; source_id: string; type: string; at: number }>(
+      `SELECT f.user_id AS user_id, f.cursor AS cursor, n.source_id AS source_id, n.type AS type, n.created_at AS at
+         FROM sinho_feed_users u INDEXED BY sinho_feed_users_pending
+         CROSS JOIN sinho_feed f CROSS JOIN sinho_notifications n
+        WHERE u.head > u.acked AND u.head > u.reported
+          AND f.user_id = u.user_id AND f.cursor > MAX(u.acked, u.reported)
+          AND n.id = f.notification_id AND n.created_at <= ?
+        ORDER BY u.user_id, f.cursor LIMIT ?`,
     ),
     setReported: db.prepare<[number, string]>('UPDATE sinho_feed_users SET reported = MAX(reported, ?) WHERE user_id = ?'),
     pruneFeed: db.prepare<[number]>('DELETE FROM sinho_feed WHERE notification_id IN (SELECT id FROM sinho_notifications WHERE created_at < ?)'),
@@ -227,19 +230,8 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
         recipients: (JSON.parse(r.recipients) as [string, number][]).map(([userId, cursor]) => ({ userId, cursor })),
       })),
     nodeHead: async (node) => s.nodeHead.get(node)?.seq ?? 0,
-    findUndelivered: async (before, limit): Promise<UndeliveredNotification[]> => {
-      const find = db.transaction(() => {
-        const out: UndeliveredNotification[] = [];
-        for (const user of s.pending.all()) {
-          for (const d of s.dueOf.all(user.user_id, user.done, before)) {
-            if (out.length >= limit) return out;
-            out.push({ userId: user.user_id, cursor: d.cursor, sourceId: d.source_id, type: d.type, at: d.at });
-          }
-        }
-        return out;
-      });
-      return find.deferred();
-    },
+    findUndelivered: async (before, limit): Promise<UndeliveredNotification[]> =>
+      s.undelivered.all(before, limit).map((d) => ({ userId: d.user_id, cursor: d.cursor, sourceId: d.source_id, type: d.type, at: d.at })),
     markReported: async (reported) => {
       if (reported.length === 0) return;
       db.transaction(() => {
