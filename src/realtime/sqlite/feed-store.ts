@@ -20,7 +20,7 @@ export interface SqliteFeedStoreOptions {
   now?: () => number;
   /** How often other processes' commits are noticed, ms (a `PRAGMA data_version` read, no table touched). Default 5. */
   externalCommitCheckMs?: number;
-  /** How long a writer waits for another process's write lock, ms. Default 5,000. */
+  /** How long a write waits for another process's write lock, ms, with timers (the process keeps serving); then STORE_BUSY. Default 5,000. */
   busyTimeoutMs?: number;
   /**
    * Checkpoint the WAL on a background thread this often, ms (default 50), as
