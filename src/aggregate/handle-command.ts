@@ -47,7 +47,12 @@ export function commandEventId(commandId: string, stream: string, index: number)
   return nameBasedUuid(`sinho:command:${stream}:${commandId}:${index}`);
 }
 
-/** Folds a stream into the decider's state, starting from its snapshot when one exists. */
+/**
+ * Folds a stream into the decider's state, starting from its snapshot when one
+ * exists, or from `cache`. With `catchUp: false`, a cached state is returned as
+ * it is, without reading the stream, marked `unverified` (it may be behind:
+ * append with its revision as the expected revision to find out).
+ */
 export async function loadAggregate<C, S, E extends DomainEvent>(
   log: EventLog,
   decider: Decider<C, S, E>,
