@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { after, describe, it, before } from 'node:test';
 import { CachedSessionStore, SqliteSessionStore, type SessionStore } from '../apps/moim/src/sessions.js';
 import { RedisSessionStore } from '../apps/moim/src/sessions-redis.js';
-import { REDIS_URL, redisSkipReason, exclusive } from './support/services.js';
+import { PostgresSessionStore } from '../apps/moim/src/sessions-postgres.js';
+import { POSTGRES_URL, REDIS_URL, dropSchema, postgresSkipReason, randomName, redisSkipReason, exclusive } from './support/services.js';
 import { sleep, until } from './support/realtime.js';
 
 const skip = await redisSkipReason();
@@ -41,6 +42,20 @@ function sessionStoreConformance(name: string, open: () => Promise<SessionStore>
 
 sessionStoreConformance('sqlite', async () => new SqliteSessionStore(join(dir, `sessions-${n++}.sqlite`)));
 sessionStoreConformance('redis', () => RedisSessionStore.connect(REDIS_URL), { skip });
+const pgSkip = await postgresSkipReason();
+const pgSchemas: string[] = [];
+after(async () => {
+  for (const schema of pgSchemas) await dropSchema(schema);
+});
+sessionStoreConformance(
+  'postgres',
+  () => {
+    const schema = randomName('moim_sessions').toLowerCase();
+    pgSchemas.push(schema);
+    return PostgresSessionStore.open({ connectionString: POSTGRES_URL, schema });
+  },
+  { skip: pgSkip },
+);
 
 describe('sessions on Redis', { skip, timeout: 240_000 }, () => {
   // Another file restarts the shared server: never at the same time as these tests.

@@ -94,8 +94,15 @@ export async function openStore(config: MoimConfig): Promise<{ log: EventLog; re
   return { log, readModels: new SqliteReadModels(log, logPath(config)) };
 }
 
-/** Sessions: SQLite beside the log by default, Redis with MOIM_REDIS_URL; cached 2 s per process, revocations evicted at once on Redis. */
+/**
+ * Sessions: Redis with MOIM_REDIS_URL; otherwise beside the log, in PostgreSQL (MOIM_POSTGRES_URL, so that several
+ * API processes share them) or in SQLite. Cached 2 s per process; revocations are evicted at once on Redis.
+ */
 export async function openSessions(config: MoimConfig): Promise<CachedSessionStore> {
+  if (!config.redisUrl && config.postgresUrl) {
+    const { PostgresSessionStore } = await import('./sessions-postgres.js');
+    return new CachedSessionStore(await PostgresSessionStore.open({ connectionString: config.postgresUrl, schema: postgresSchemaOf(config) }));
+  }
   if (!config.redisUrl) return new CachedSessionStore(new SqliteSessionStore(join(config.dataDir, 'sessions.sqlite')));
   let cached: CachedSessionStore | undefined;
   const { RedisSessionStore } = await import('./sessions-redis.js');
