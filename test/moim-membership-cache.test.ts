@@ -5,23 +5,19 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 // moim is built on the published package: its log must come from there too.
 import { openMemoryEventLog } from 'sinho/memory';
 import { consumerGroups } from 'sinho';
 import { MEMBERSHIP_CACHE_GROUP, startMembershipCache } from '../apps/moim/src/membership-cache.js';
-import { REDIS_URL, redisSkipReason, exclusive } from './support/services.js';
+import { REDIS_URL, redisSkipReason, exclusiveDuringSuite } from './support/services.js';
 import { until } from './support/realtime.js';
 
 const skip = await redisSkipReason();
 
 describe('moim membership cache on Redis', { skip, timeout: 240_000 }, () => {
   // Another file restarts the shared server: never at the same time as these tests.
-  let release: (() => void) | undefined;
-  before(async () => {
-    release = await exclusive('redis');
-  });
-  after(() => release?.());
+  exclusiveDuringSuite('redis');
 
   it('follows joins and leaves, answers "members before a position" in chunks, and converges on replay', async () => {
     const log = openMemoryEventLog();
@@ -78,11 +74,7 @@ describe('moim membership cache on Redis', { skip, timeout: 240_000 }, () => {
 });
 
 describe('moim fan-out through a Redis restart', { skip, timeout: 240_000 }, () => {
-  let release: (() => void) | undefined;
-  before(async () => {
-    release = await exclusive('redis');
-  });
-  after(() => release?.());
+  exclusiveDuringSuite('redis');
 
   it('rebuilds the lost cache and loses no notification: every member is told of every later join exactly once', async () => {
     const { mkdtempSync, rmSync } = await import('node:fs');

@@ -7,11 +7,11 @@ import { execFileSync, execSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it, before } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { CachedSessionStore, SqliteSessionStore, type SessionStore } from '../apps/moim/src/sessions.js';
 import { RedisSessionStore } from '../apps/moim/src/sessions-redis.js';
 import { PostgresSessionStore } from '../apps/moim/src/sessions-postgres.js';
-import { POSTGRES_URL, REDIS_URL, dropSchema, postgresSkipReason, randomName, redisSkipReason, exclusive } from './support/services.js';
+import { POSTGRES_URL, REDIS_URL, dropSchema, postgresSkipReason, randomName, redisSkipReason, exclusiveDuringSuite } from './support/services.js';
 import { sleep, until } from './support/realtime.js';
 
 const skip = await redisSkipReason();
@@ -59,11 +59,7 @@ sessionStoreConformance(
 
 describe('sessions on Redis', { skip, timeout: 240_000 }, () => {
   // Another file restarts the shared server: never at the same time as these tests.
-  let release: (() => void) | undefined;
-  before(async () => {
-    release = await exclusive('redis');
-  });
-  after(() => release?.());
+  exclusiveDuringSuite('redis');
 
   it('a logout in one process revokes the session in every process at once, despite their caches', async () => {
     const caches: CachedSessionStore[] = [];

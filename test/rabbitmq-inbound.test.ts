@@ -5,12 +5,12 @@
  * reasons; a passing failure is retried, not requeued forever.
  */
 import assert from 'node:assert/strict';
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import type { GetMessage } from 'amqplib';
 import { openMemoryEventLog } from '../src/log/memory/index.js';
 import { domainError, handleCommand, type Decider } from '../src/index.js';
 import { deadQueueName, startRabbitInbound } from '../src/bridges/rabbitmq/index.js';
-import { RABBITMQ_URL, rabbitmqSkipReason, randomName, exclusive } from './support/services.js';
+import { RABBITMQ_URL, rabbitmqSkipReason, randomName, exclusiveDuringSuite } from './support/services.js';
 import { until } from './support/realtime.js';
 
 const skip = await rabbitmqSkipReason();
@@ -29,11 +29,7 @@ const account: Decider<Deposit, { balance: number }, Deposited> = {
 
 describe('RabbitMQ inbound', { skip, timeout: 240_000 }, () => {
   // Another file restarts the shared server: never at the same time as these tests.
-  let release: (() => void) | undefined;
-  before(async () => {
-    release = await exclusive('rabbitmq');
-  });
-  after(() => release?.());
+  exclusiveDuringSuite('rabbitmq');
 
   it('turns messages into commands exactly once, dead-letters what cannot succeed, retries what can', async () => {
     const log = openMemoryEventLog();

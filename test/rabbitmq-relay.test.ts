@@ -8,14 +8,14 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it, before } from 'node:test';
+import { after, describe, it } from 'node:test';
 import type { ChannelModel, ConsumeMessage, GetMessage } from 'amqplib';
 import { openSqliteEventLog } from '../src/log/sqlite/index.js';
 import { openMemoryEventLog } from '../src/log/memory/index.js';
 import { consumerGroups } from '../src/index.js';
 import { deadQueueName, retryOrDeadLetter, RETRY_COUNT_HEADER, startRabbitRelay, type RetryTopologySpec } from '../src/bridges/rabbitmq/index.js';
 import { declareTopology } from '../src/bridges/rabbitmq/topology.js';
-import { RABBITMQ_URL, rabbitmqSkipReason, randomName, exclusive } from './support/services.js';
+import { RABBITMQ_URL, rabbitmqSkipReason, randomName, exclusiveDuringSuite } from './support/services.js';
 import { sleep, until } from './support/realtime.js';
 
 const skip = await rabbitmqSkipReason();
@@ -31,11 +31,7 @@ async function admin() {
 
 describe('RabbitMQ relay', { skip, timeout: 480_000 }, () => {
   // Another file restarts the shared server: never at the same time as these tests.
-  let release: (() => void) | undefined;
-  before(async () => {
-    release = await exclusive('rabbitmq');
-  });
-  after(() => release?.());
+  exclusiveDuringSuite('rabbitmq');
 
   it('publishes persistent messages with message-id, correlation id and headers, after confirms', async () => {
     const log = openMemoryEventLog();

@@ -32,17 +32,12 @@ function valueOf(metric: string, unit: string | undefined, s: RunSummary): numbe
     case 'lost':
       return s.lost;
     case 'duplicates':
-      return s.totals.duplicates;
     case 'outOfOrder':
-      return s.totals.outOfOrder;
     case 'late':
-      return s.totals.late;
     case 'unexpected':
-      return s.totals.unexpected;
     case 'dropped':
-      return s.totals.dropped;
     case 'lateSends':
-      return s.totals.lateSends;
+      return s.totals[metric];
     case 'rate':
       return s.rate;
     default:

@@ -3,6 +3,7 @@
  * server; when it is unreachable the test is skipped with the reason, unless
  * SINHO_REQUIRE_SERVICES=1 (set by .ci/run), in which case it fails.
  */
+import { after, before } from 'node:test';
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 
@@ -143,4 +144,17 @@ export async function freePort(): Promise<number> {
   const port = (server.address() as { port: number }).port;
   await new Promise((r) => server.close(r));
   return port;
+}
+
+/**
+ * Holds the cross-file lock on `name` (see exclusive) for the whole enclosing
+ * suite: call it inside `describe`, for suites that must not run while
+ * another file restarts that server.
+ */
+export function exclusiveDuringSuite(name: string): void {
+  let release: (() => void) | undefined;
+  before(async () => {
+    release = await exclusive(name);
+  });
+  after(() => release?.());
 }

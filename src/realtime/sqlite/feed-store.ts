@@ -4,31 +4,16 @@
  * process of the machine: the node outbox table is how gateways on one machine
  * receive their users' notifications, with `PRAGMA data_version` as wake-up.
  */
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { InvalidInput } from '../../errors.js';
 import { notificationJson, type FeedBounds, type FeedEntry, type FeedStore, type NewNotification, type NodeDelivery, type PublishOptions, type UndeliveredNotification } from '../feed-store.js';
 import { PublishQueue } from '../publish-queue.js';
-import { BUSY_HANDLER_MS, retryingWhileBusy } from '../../log/sqlite/busy.js';
-import { BackgroundCheckpointer, BACKSTOP_AUTOCHECKPOINT_PAGES } from '../../log/sqlite/checkpoint.js';
+import { retryingWhileBusy } from '../../log/sqlite/busy.js';
+import { openSqliteFile, type SqliteFileOptions } from '../../log/sqlite/file.js';
 
-export interface SqliteFeedStoreOptions {
-  /** Path of the database file (created with its folder when missing), or `:memory:`. */
-  path: string;
+export interface SqliteFeedStoreOptions extends SqliteFileOptions {
   /** The clock, epoch ms (injected in tests). Default Date.now. */
   now?: () => number;
   /** How often other processes' commits are noticed, ms (a `PRAGMA data_version` read, no table touched). Default 5. */
   externalCommitCheckMs?: number;
-  /** How long a write waits for another process's write lock, ms, with timers (the process keeps serving); then STORE_BUSY. Default 5,000. */
-  busyTimeoutMs?: number;
-  /**
-   * Checkpoint the WAL on a background thread this often, ms (default 50), as
-   * the log does: fan-out commits touch many pages, and checkpoints inside
-   * them would stall the thread that publishes; `false` leaves checkpoints to
-   * SQLite's automatic ones.
-   */
-  backgroundCheckpointMs?: number | false;
 }
 
 const SCHEMA = [
@@ -49,34 +34,15 @@ const SCHEMA = [
 ];
 
 export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore {
-  if (typeof options?.path !== 'string' || options.path.length === 0) {
-    throw new InvalidInput('INVALID_ARGUMENT', 'openSqliteFeedStore needs a path (a file path or ":memory:").');
-  }
-  if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+  const file = openSqliteFile('openSqliteFeedStore', options, (db) =>
+    db
+      .transaction(() => {
+        for (const sql of SCHEMA) db.exec(sql);
+      })
+      .immediate(),
+  );
+  const { db, busyTimeoutMs } = file;
   const now = options.now ?? Date.now;
-  const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
-  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
-    throw new InvalidInput('INVALID_ARGUMENT', `busyTimeoutMs must be an integer >= 0, got ${JSON.stringify(options.busyTimeoutMs)}.`);
-  }
-  const db = new Database(options.path);
-  // Set-up is synchronous: SQLite's own handler waits there; afterwards only briefly (see log/sqlite/busy.ts).
-  db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-  if (options.path !== ':memory:') db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.transaction(() => {
-    for (const sql of SCHEMA) db.exec(sql);
-  }).immediate();
-  db.pragma(`busy_timeout = ${Math.min(BUSY_HANDLER_MS, busyTimeoutMs)}`);
-  const checkpointMs = options.backgroundCheckpointMs ?? 50;
-  if (checkpointMs !== false && (!Number.isSafeInteger(checkpointMs) || checkpointMs < 1)) {
-    db.close();
-    throw new InvalidInput('INVALID_ARGUMENT', `backgroundCheckpointMs must be an integer >= 1 or false, got ${JSON.stringify(checkpointMs)}.`);
-  }
-  let checkpointer: BackgroundCheckpointer | undefined;
-  if (options.path !== ':memory:' && checkpointMs !== false) {
-    checkpointer = new BackgroundCheckpointer(options.path, checkpointMs);
-    db.pragma(`wal_autocheckpoint = ${BACKSTOP_AUTOCHECKPOINT_PAGES}`);
-  }
 
   const s = {
     insertNotification: db.prepare<[string, string, string, number]>('INSERT INTO sinho_notifications (source_id, type, data, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (source_id) DO NOTHING'),
@@ -274,8 +240,7 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
       await queue.drain();
       if (timer) clearInterval(timer);
       listeners.clear();
-      await checkpointer?.close();
-      db.close();
+      await file.close();
     },
   };
   return retryingWhileBusy(store, busyTimeoutMs, ['watch', 'close']);
