@@ -15,13 +15,27 @@ export async function readStreamPage(db: PgQueryable, schema: string, q: StreamP
 }
 
 export async function readAllPage(db: PgQueryable, schema: string, q: AllPageQuery): Promise<StoredEvent[]> {
+  if (!q.filter?.categories && !q.filter?.types) {
+    // The page is taken from a one-sided range, and the window's upper bound is applied to the page afterwards.
+    // With both bounds in one WHERE, a table that has not been analysed yet (a freshly filled log, before
+    // autovacuum gets to it) gets PostgreSQL's default range estimate of 0.5% of the rows: the planner then
+    // fetches every row of the window with a bitmap scan and sorts it for each page, so reading N events costs
+    // O(N²) (50,000 events: 180 ms a page instead of 1 ms). The one-sided range always plans as an ordered index
+    // scan that stops after `limit` rows. Rows past `toPosition` that the page drops were read needlessly, at most
+    // one page, and only on a window's last page.
+    const { rows } = await db.query<StoredEvent>(
+      `SELECT * FROM (SELECT ${eventColumns} FROM ${schema}.events WHERE position >= $1 ORDER BY position LIMIT $2) page WHERE position <= $3`,
+      [q.fromPosition, q.limit, q.toPosition ?? Number.MAX_SAFE_INTEGER],
+    );
+    return rows;
+  }
   const where = ['position >= $1', 'position <= $2'];
   const params: unknown[] = [q.fromPosition, q.toPosition ?? Number.MAX_SAFE_INTEGER];
-  if (q.filter?.categories) {
+  if (q.filter.categories) {
     params.push(q.filter.categories);
     where.push(`category = ANY($${params.length}::text[])`);
   }
-  if (q.filter?.types) {
+  if (q.filter.types) {
     params.push(q.filter.types);
     where.push(`type = ANY($${params.length}::text[])`);
   }
