@@ -5,6 +5,7 @@ import { readAllPage } from '../src/log/postgres/read.js';
 import { PG_TYPES } from '../src/log/postgres/pg-types.js';
 import { eventLogConformance } from './conformance/event-log.js';
 import { aggregateConformance } from './conformance/aggregate.js';
+import { followsThroughAnotherWriter } from './support/logs.js';
 import { subscriptionConformance, type ProjectionFixture } from './conformance/subscription.js';
 import pg from 'pg';
 import type { EventLog } from '../src/index.js';
@@ -47,6 +48,19 @@ describe('postgres adapter', { skip }, () => {
   eventLogConformance('postgres', factory, 'durable');
   aggregateConformance('postgres', factory);
   subscriptionConformance('postgres', factory, projection, (log) => openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(log)!, poolSize: 4 }));
+});
+
+describe('postgres: two processes writing one log', { skip }, () => {
+  it('a follower of one sees the events of both, in order and without a hole', async () => {
+    const mine = await factory();
+    const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(mine)!, poolSize: 4 });
+    try {
+      await followsThroughAnotherWriter(mine, other);
+    } finally {
+      await other.close();
+      await mine.close();
+    }
+  });
 });
 
 describe('postgres readAll pages on a table the planner has no statistics for', { skip }, () => {

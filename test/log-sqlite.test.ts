@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import { openSqliteEventLog } from '../src/log/sqlite/index.js';
 import { eventLogConformance } from './conformance/event-log.js';
 import { aggregateConformance } from './conformance/aggregate.js';
+import { followsThroughAnotherWriter } from './support/logs.js';
 import { subscriptionConformance, type ProjectionFixture } from './conformance/subscription.js';
 import Database from 'better-sqlite3';
 import type { EventLog } from '../src/index.js';
@@ -42,6 +43,20 @@ const projection: ProjectionFixture = {
 eventLogConformance('sqlite', factory, 'durable');
 aggregateConformance('sqlite', factory);
 subscriptionConformance('sqlite', factory, projection, async (log) => openSqliteEventLog({ path: paths.get(log)!, externalCommitCheckMs: 20 }));
+
+describe('sqlite: two connections writing one file', () => {
+  it('a follower of one sees the events of both, in order and without a hole', async () => {
+    const path = join(dir, `log-${n++}.sqlite`);
+    const mine = openSqliteEventLog({ path, externalCommitCheckMs: 10 });
+    const other = openSqliteEventLog({ path, externalCommitCheckMs: 10 });
+    try {
+      await followsThroughAnotherWriter(mine, other);
+    } finally {
+      await mine.close();
+      await other.close();
+    }
+  });
+});
 
 describe('sqlite: two connections on one file', () => {
   it('wakes a follower on one connection when another connection commits, and keeps positions unique', async () => {

@@ -16,7 +16,7 @@
  * If the transaction itself fails (disk full, connection lost), every request
  * of that batch is rejected with that error and none of them is written.
  */
-import type { AppendRequest, LogStorage, RequestOutcome } from './storage.js';
+import type { AppendRequest, CommitResult, LogStorage, RequestOutcome } from './storage.js';
 import type { Durability } from './types.js';
 
 interface Pending {
@@ -43,7 +43,8 @@ export class GroupCommitter {
     private readonly storage: LogStorage,
     private readonly maxBatchEvents: number,
     private readonly maxInFlight: number,
-    private readonly onCommitted: (head: number) => void,
+    /** Called once a batch committed, before its callers are settled (readers in this process may then look at it). */
+    private readonly onCommitted: (result: CommitResult, requests: readonly AppendRequest[]) => void,
   ) {}
 
   enqueue(request: AppendRequest, durability: 'durable' | 'relaxed'): Promise<{ outcome: RequestOutcome; durability: Durability; head: number }> {
@@ -86,11 +87,9 @@ export class GroupCommitter {
   private async commit(batch: Pending[]): Promise<void> {
     this.inFlight += 1;
     try {
-      const result = await this.storage.commit(
-        batch.map((p) => p.request),
-        batch[0]!.durability,
-      );
-      this.onCommitted(result.head);
+      const requests = batch.map((p) => p.request);
+      const result = await this.storage.commit(requests, batch[0]!.durability);
+      this.onCommitted(result, requests);
       batch.forEach((p, i) => p.resolve({ outcome: result.outcomes[i]!, durability: result.durability, head: result.head }));
     } catch (error) {
       for (const p of batch) p.reject(error);

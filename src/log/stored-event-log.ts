@@ -4,7 +4,8 @@
  */
 import { InvalidInput, LogClosed } from '../errors.js';
 import { GroupCommitter } from './group-commit.js';
-import type { LogStorage, StoredEvent } from './storage.js';
+import { RecentEvents } from './recent-events.js';
+import type { AppendRequest, CommitResult, LogStorage, StoredEvent } from './storage.js';
 import { createUpcasters, type Upcasters } from './upcasting.js';
 import { assertNonNegativeInteger, categoryOf, prepareAppends, resolveLimits, validateStreamName } from './validation.js';
 import type {
@@ -34,9 +35,15 @@ export interface EventLogOptions {
   maxBatchEvents?: number;
   /** Rows fetched per page when streaming reads. Default 1,000. */
   readPageSize?: number;
+  /**
+   * Events this process committed last, kept in memory so that followers in the same process (consumer groups,
+   * `follow`) read them without a round trip to the store. Default 4,096; 0 turns it off. See recent-events.ts.
+   */
+  recentEvents?: number;
 }
 
 const DEFAULT_MAX_BATCH_EVENTS = 2000;
+const DEFAULT_RECENT_EVENTS = 4096;
 
 const storages = new WeakMap<EventLog, LogStorage>();
 
@@ -83,6 +90,7 @@ export class StoredEventLog implements EventLog {
   private readonly upcasters: Upcasters;
   private readonly committer: GroupCommitter;
   private readonly pageSize: number;
+  private readonly recent: RecentEvents;
   private readonly listeners = new Set<(head: number) => void>();
   private readonly stopWatching: () => void;
   private knownHead = 0;
@@ -101,8 +109,35 @@ export class StoredEventLog implements EventLog {
     if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new InvalidInput('INVALID_ARGUMENT', 'maxBatchEvents must be a positive integer.');
     this.pageSize = options.readPageSize ?? DEFAULT_READ_PAGE_SIZE;
     if (!Number.isSafeInteger(this.pageSize) || this.pageSize < 1) throw new InvalidInput('INVALID_ARGUMENT', 'readPageSize must be a positive integer.');
-    this.committer = new GroupCommitter(storage, maxBatch, storage.maxCommitsInFlight, (head) => this.headAdvanced(head));
+    const recentEvents = options.recentEvents ?? DEFAULT_RECENT_EVENTS;
+    if (!Number.isSafeInteger(recentEvents) || recentEvents < 0) throw new InvalidInput('INVALID_ARGUMENT', 'recentEvents must be an integer >= 0.');
+    this.recent = new RecentEvents(recentEvents);
+    this.committer = new GroupCommitter(storage, maxBatch, storage.maxCommitsInFlight, (result, requests) => {
+      this.rememberCommitted(result, requests);
+      this.headAdvanced(result.head);
+    });
     this.stopWatching = storage.watchExternalCommits((head) => this.headAdvanced(head));
+  }
+
+  /** Keeps the rows of a commit of this process for followers (see RecentEvents). */
+  private rememberCommitted(result: CommitResult, requests: readonly AppendRequest[]): void {
+    const rows: StoredEvent[] = [];
+    for (const [i, outcome] of result.outcomes.entries()) {
+      if (!outcome.ok) continue;
+      for (const [j, stream] of outcome.streams.entries()) {
+        if (stream.alreadyStored) continue;
+        const events = requests[i]?.appends[j]?.events;
+        if (!events || events.length !== stream.events.length) {
+          this.recent.clear(); // rows of this commit that cannot be accounted for: read them from the store
+          return;
+        }
+        for (const [k, e] of events.entries()) {
+          const at = stream.events[k]!;
+          rows.push({ id: e.id, stream: e.stream, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata, revision: at.revision, position: at.position });
+        }
+      }
+    }
+    this.recent.add(rows);
   }
 
   private headAdvanced(head: number): void {
@@ -198,7 +233,8 @@ export class StoredEventLog implements EventLog {
         let next = fromPosition;
         while (remaining > 0) {
           self.assertOpen();
-          const page = await self.storage.readAllPage({ fromPosition: next, limit: Math.min(self.pageSize, remaining), filter });
+          const query = { fromPosition: next, limit: Math.min(self.pageSize, remaining), filter };
+          const page = self.recent.page(query) ?? (await self.storage.readAllPage(query));
           for (const row of page) yield self.toRecorded(row);
           remaining -= page.length;
           if (page.length < self.pageSize) return;
@@ -222,7 +258,8 @@ export class StoredEventLog implements EventLog {
         while (!signal?.aborted && !self.closed) {
           const head = await self.storage.headPosition();
           while (scanned < head && !signal?.aborted) {
-            const page = await self.storage.readAllPage({ fromPosition: scanned + 1, toPosition: head, limit: self.pageSize, filter });
+            const query = { fromPosition: scanned + 1, toPosition: head, limit: self.pageSize, filter };
+            const page = self.recent.page(query) ?? (await self.storage.readAllPage(query));
             for (const row of page) {
               if (signal?.aborted) return;
               yield self.toRecorded(row);
@@ -319,7 +356,8 @@ export class StoredEventLog implements EventLog {
     validateStreamName(stream, this.limits);
     assertNonNegativeInteger(beforeRevision, 'beforeRevision');
     await this.committer.whenIdle();
-    return this.storage.truncateStream(stream, beforeRevision);
+    await this.storage.truncateStream(stream, beforeRevision);
+    this.recent.clear(); // it may hold events that are gone now
   }
 
   close(): Promise<void> {

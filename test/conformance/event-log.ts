@@ -276,6 +276,64 @@ export function eventLogConformance(name: string, factory: LogFactory, expectedD
       assert.equal(timedOut, await log.headPosition());
     });
 
+    it('gives followers the events this process just committed exactly as the store has them', async () => {
+      // A small cache and small pages: pages straddle the cached run, start before it, and run past it.
+      const log = await open({ readPageSize: 7, recentEvents: 20 });
+      const start = (await log.headPosition()) + 1;
+      const a = stream('recent');
+      const b = stream('recentother');
+      const written: { id: string; stream: string; type: string; data: unknown; revision: number; position: number }[] = [];
+      const keep = (streamName: string, types: string[], datas: unknown[], result: { events: { id: string; revision: number; position: number }[] }) =>
+        result.events.forEach((e, k) => written.push({ id: e.id, stream: streamName, type: types[k]!, data: datas[k], revision: e.revision, position: e.position }));
+      const controller = new AbortController();
+      const followed: RecordedEvent[] = [];
+      const filtered: RecordedEvent[] = [];
+      let expected = Number.POSITIVE_INFINITY;
+      const following = (async () => {
+        for await (const e of log.follow({ fromPosition: start, signal: controller.signal })) {
+          followed.push(e);
+          if (followed.length === expected) controller.abort();
+        }
+      })();
+      const filteredController = new AbortController();
+      const followingFiltered = (async () => {
+        for await (const e of log.follow({ fromPosition: start, filter: { categories: ['recentother'] }, signal: filteredController.signal })) filtered.push(e);
+      })();
+      for (let i = 0; i < 30; i++) {
+        const r = await log.append(a, [ev('A', { i }), ev('A2', { i, nested: { list: [1, 'two', null] } })]);
+        keep(a, ['A', 'A2'], [{ i }, { i, nested: { list: [1, 'two', null] } }], r);
+        if (i % 3 === 0) {
+          const multi = await log.appendMulti([{ stream: b, events: [ev('B', { i })] }, { stream: a, events: [ev('A3', { i })] }]);
+          keep(b, ['B'], [{ i }], multi.streams[0]!);
+          keep(a, ['A3'], [{ i }], multi.streams[1]!);
+        }
+        if (i % 5 === 0) {
+          // Neither a failed expectation nor an idempotent repeat adds anything.
+          await rejectsWithCode(log.append(b, [ev('Never')], { expectedRevision: 999 }), 'WRONG_EXPECTED_REVISION');
+          const first = written.find((w) => w.stream === a)!;
+          const again = await log.append(a, [ev('A', { i: 0 }, { id: first.id })]);
+          assert.equal(again.alreadyStored, true);
+        }
+      }
+      // Concurrent appenders: one group commit holds many requests.
+      await Promise.all(Array.from({ length: 40 }, async (_, w) => keep(b, ['B'], [{ w }], await log.append(b, [ev('B', { w })]))));
+      written.sort((x, y) => x.position - y.position);
+      expected = written.length;
+      await following;
+      const shape = (e: RecordedEvent) => ({ id: e.id, stream: e.stream, type: e.type, data: e.data, revision: e.revision, position: e.position });
+      assert.deepEqual(followed.map(shape), written);
+      const wantFiltered = written.filter((w) => w.stream === b);
+      while (filtered.length < wantFiltered.length) await new Promise((r) => setTimeout(r, 5));
+      filteredController.abort();
+      await followingFiltered;
+      assert.deepEqual(filtered.map(shape), wantFiltered);
+      assert.deepEqual((await collect(log.readAll({ fromPosition: start }))).map(shape), written);
+      // Truncated events are gone for readers of this process at once, cached or not.
+      await log.truncateStream(a, 50);
+      const after = await collect(log.readAll({ fromPosition: start, filter: { categories: ['recent'] } }));
+      assert.deepEqual(after.map((e) => e.revision), written.filter((w) => w.stream === a && w.revision >= 50).map((w) => w.revision));
+    });
+
     it('upcasts old schema versions on read and stamps new events with the latest version', async () => {
       const schema = eventSchema('Registered')
         .initial<{ name: string }>()

@@ -33,3 +33,38 @@ export async function rejectsWithCode(promise: Promise<unknown> | (() => unknown
   }
   assert.fail(`expected an error with code ${code}`);
 }
+
+/**
+ * Two logs on one store (two processes' worth of connections), appending at the same time: a follower on the
+ * first sees every event of both, in position order, with no hole. The first log holds its own recent commits in
+ * memory (RecentEvents); the other's commits fall between them and must be read from the store.
+ */
+export async function followsThroughAnotherWriter(mine: EventLog, other: EventLog): Promise<void> {
+  const start = (await mine.headPosition()) + 1;
+  const perWriter = 300;
+  const controller = new AbortController();
+  const seen: { position: number; id: string }[] = [];
+  const following = (async () => {
+    for await (const e of mine.follow({ fromPosition: start, signal: controller.signal })) {
+      seen.push({ position: e.position, id: e.id });
+      if (seen.length === 2 * perWriter) controller.abort();
+    }
+  })();
+  const ids = new Set<string>();
+  const writer = (log: EventLog, name: string) =>
+    Promise.all(
+      Array.from({ length: 10 }, async (_, w) => {
+        for (let i = 0; i < perWriter / 10; i++) {
+          const r = await log.append(`${name}-${w}`, [{ type: 'Written', data: { w, i } }]);
+          ids.add(r.events[0]!.id);
+        }
+      }),
+    );
+  await Promise.all([writer(mine, 'mine'), writer(other, 'other')]);
+  const timeout = setTimeout(() => controller.abort(), 20_000);
+  await following;
+  clearTimeout(timeout);
+  assert.equal(seen.length, 2 * perWriter, 'every event of both writers was followed');
+  assert.deepEqual(seen.map((e) => e.position), Array.from({ length: 2 * perWriter }, (_, i) => start + i), 'in position order, no hole');
+  assert.deepEqual(new Set(seen.map((e) => e.id)), ids);
+}
