@@ -52,11 +52,14 @@ describe('postgres adapter', { skip }, () => {
 
 describe('postgres: two processes writing one log', { skip }, () => {
   it('a follower of one sees the events of both, in order and without a hole', async () => {
-    const mine = await factory();
-    const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(mine)!, poolSize: 4 });
+    // Small pages: followers' windows fill pages, so a full page must claim only up to its last row.
+    const mine = await factory({ readPageSize: 16 });
+    const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(mine)!, poolSize: 4, readPageSize: 16 });
+    const reader = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(mine)!, poolSize: 4, readPageSize: 16 });
     try {
-      await followsThroughAnotherWriter(mine, other);
+      await followsThroughAnotherWriter(mine, other, reader);
     } finally {
+      await reader.close();
       await other.close();
       await mine.close();
     }

@@ -47,13 +47,15 @@ subscriptionConformance('sqlite', factory, projection, async (log) => openSqlite
 describe('sqlite: two connections writing one file', () => {
   it('a follower of one sees the events of both, in order and without a hole', async () => {
     const path = join(dir, `log-${n++}.sqlite`);
-    const mine = openSqliteEventLog({ path, externalCommitCheckMs: 10 });
-    const other = openSqliteEventLog({ path, externalCommitCheckMs: 10 });
+    const mine = openSqliteEventLog({ path, externalCommitCheckMs: 10, readPageSize: 16 });
+    const other = openSqliteEventLog({ path, externalCommitCheckMs: 10, readPageSize: 16 });
+    const reader = openSqliteEventLog({ path, externalCommitCheckMs: 10, readPageSize: 16 });
     try {
-      await followsThroughAnotherWriter(mine, other);
+      await followsThroughAnotherWriter(mine, other, reader);
     } finally {
       await mine.close();
       await other.close();
+      await reader.close();
     }
   });
 });

@@ -1,51 +1,87 @@
 /**
- * The events this process committed last, kept as stored rows, so that a
- * follower in the same process (a consumer group, a projection) reads what was
- * just appended without a round trip to the store: on SQLite that read was a
- * B-tree walk and a row copy per event on the thread that also commits.
+ * The newest events this process has seen, kept as stored rows, so that
+ * followers in the same process (consumer groups, projections, `follow`) do
+ * not each ask the store for the same pages: rows this process committed,
+ * and pages one follower read from the store near the head, answer the next
+ * follower from memory. On SQLite a store read is a B-tree walk and a row copy
+ * per event on the thread that also commits; on PostgreSQL it is a query.
  *
- * Safety rests on one rule: the rows held always cover a contiguous run of
- * positions, and a page is answered from them only when the run covers every
- * position the page could contain. Positions are unique and assigned under the
- * store's write lock, so a contiguous run of positions committed here has no
- * room for anybody else's event: whatever another process or connection
- * committed lies outside the run, and a page that reaches outside it is read
- * from the store as before. A commit that does not continue the run (another
- * writer committed in between, or batches finished out of order) starts a new
- * run.
+ * Safety rests on one rule: the rows held are every event that exists in one
+ * range of positions, [coveredFrom, coveredTo], and a page is answered from
+ * them only when that range covers every position the page could contain.
+ * - A commit of this process adds positions p..q that nobody else can have
+ *   (positions are unique and assigned under the store's write lock): it
+ *   extends the range when p = coveredTo + 1, and otherwise (another process
+ *   or connection committed in between, or batches finished out of order)
+ *   replaces it.
+ * - A page read from the store up to a head the reader has seen (`follow`'s
+ *   windows; such positions are all committed, and on PostgreSQL the head is
+ *   the gap-free visibility watermark) covers its window up to that head, or
+ *   up to its last row when the page is full. It extends the range when it
+ *   starts at coveredTo + 1, and replaces it only when it is newer: a follower
+ *   far behind never evicts the head that the others read.
  *
- * Followers only ask up to a head they have seen, so every position of a page
- * is committed; on PostgreSQL that head is the gap-free visibility watermark,
- * and the rows here are committed too, so the answer is the one the store
- * would give. Truncating a stream in this process empties the rows.
+ * Truncating a stream in this process empties the cache; a truncation by
+ * another process is seen once its rows age out, which is what a reader that
+ * read them just before the truncation would have seen anyway.
  */
 import { categoryOf } from './validation.js';
 import type { AllPageQuery, StoredEvent } from './storage.js';
 
 export class RecentEvents {
+  /** Every event that exists in [coveredFrom, coveredTo], in position order, from index `offset` on. */
   private rows: StoredEvent[] = [];
-  /** Index of the oldest row still held (the array is trimmed in chunks, not on every commit). */
   private offset = 0;
+  private coveredFrom = 0;
+  private coveredTo = -1;
+  /** Bumped by `clear`: a page read before a truncation must not come back after it. */
+  generation = 0;
 
   /** @param capacity most events held; 0 turns the cache off. */
   constructor(private readonly capacity: number) {}
 
   /** Rows just committed by this process, in any order. */
-  add(committed: StoredEvent[]): void {
+  addCommitted(committed: StoredEvent[]): void {
     if (this.capacity === 0 || committed.length === 0) return;
     committed.sort((a, b) => a.position - b.position);
     for (let i = 1; i < committed.length; i++) {
       if (committed[i]!.position !== committed[i - 1]!.position + 1) {
-        // Not contiguous (rows of this commit unaccounted for): hold nothing rather than guess.
+        // Positions of this commit unaccounted for: hold nothing rather than guess.
         this.clear();
         return;
       }
     }
-    const last = this.rows.at(-1);
-    if (!last || committed[0]!.position !== last.position + 1) this.clear();
-    for (const row of committed) this.rows.push(row);
+    this.extend(committed[0]!.position, committed.at(-1)!.position, committed, true);
+  }
+
+  /**
+   * A page a follower read from the store for `query` (only windows up to a seen head, unfiltered, count), given
+   * the `generation` read before the store was asked.
+   */
+  addRead(query: AllPageQuery, page: StoredEvent[], generation: number): void {
+    if (this.capacity === 0 || generation !== this.generation || query.toPosition === undefined || query.filter) return;
+    const end = page.length >= query.limit ? page.at(-1)!.position : query.toPosition;
+    if (end < query.fromPosition) return;
+    this.extend(query.fromPosition, end, page, false);
+  }
+
+  private extend(from: number, to: number, rows: StoredEvent[], newest: boolean): void {
+    if (from === this.coveredTo + 1 && this.coveredTo >= this.coveredFrom) {
+      for (const row of rows) this.rows.push(row);
+      this.coveredTo = to;
+    } else if (newest || from > this.coveredTo) {
+      this.rows = rows.slice();
+      this.offset = 0;
+      this.coveredFrom = from;
+      this.coveredTo = to;
+    } else {
+      return; // older than what is held: keep the head
+    }
     const held = this.rows.length - this.offset;
-    if (held > this.capacity) this.offset += held - this.capacity;
+    if (held > this.capacity) {
+      this.offset += held - this.capacity;
+      this.coveredFrom = this.rows[this.offset - 1]!.position + 1;
+    }
     if (this.offset > this.capacity) {
       this.rows = this.rows.slice(this.offset);
       this.offset = 0;
@@ -53,22 +89,22 @@ export class RecentEvents {
   }
 
   clear(): void {
+    this.generation += 1;
     this.rows = [];
     this.offset = 0;
+    this.coveredFrom = 0;
+    this.coveredTo = -1;
   }
 
-  /** The page the store would return, or undefined when the rows held do not cover it. */
+  /** The page the store would return, or undefined when the range held does not cover it. */
   page(q: AllPageQuery): StoredEvent[] | undefined {
-    const count = this.rows.length - this.offset;
-    if (count === 0 || q.limit <= 0) return undefined;
-    const first = this.rows[this.offset]!.position;
-    const last = this.rows[this.rows.length - 1]!.position;
-    if (q.fromPosition < first || q.fromPosition > last) return undefined;
+    if (this.coveredTo < this.coveredFrom || q.limit <= 0) return undefined;
+    if (q.fromPosition < this.coveredFrom || q.fromPosition > this.coveredTo) return undefined;
     const to = q.toPosition ?? Number.POSITIVE_INFINITY;
     const categories = q.filter?.categories;
     const types = q.filter?.types;
     const page: StoredEvent[] = [];
-    for (let i = this.offset + (q.fromPosition - first); i < this.rows.length; i++) {
+    for (let i = this.firstAtOrAfter(q.fromPosition); i < this.rows.length; i++) {
       const row = this.rows[i]!;
       if (row.position > to) return page;
       if ((!categories || categories.includes(categoryOf(row.stream))) && (!types || types.includes(row.type))) {
@@ -76,7 +112,19 @@ export class RecentEvents {
         if (page.length === q.limit) return page;
       }
     }
-    // The run ended before the page was full: complete only if nothing can lie between its end and `to`.
-    return last >= to ? page : undefined;
+    // The rows ran out before the page was full: complete only if nothing can lie between coveredTo and `to`.
+    return this.coveredTo >= to ? page : undefined;
+  }
+
+  /** Index of the first row at or after `position` (rows are in position order; positions may have holes). */
+  private firstAtOrAfter(position: number): number {
+    let low = this.offset;
+    let high = this.rows.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (this.rows[mid]!.position < position) low = mid + 1;
+      else high = mid;
+    }
+    return low;
   }
 }

@@ -137,7 +137,7 @@ export class StoredEventLog implements EventLog {
         }
       }
     }
-    this.recent.add(rows);
+    this.recent.addCommitted(rows);
   }
 
   private headAdvanced(head: number): void {
@@ -259,7 +259,13 @@ export class StoredEventLog implements EventLog {
           const head = await self.storage.headPosition();
           while (scanned < head && !signal?.aborted) {
             const query = { fromPosition: scanned + 1, toPosition: head, limit: self.pageSize, filter };
-            const page = self.recent.page(query) ?? (await self.storage.readAllPage(query));
+            let page = self.recent.page(query);
+            if (!page) {
+              const generation = self.recent.generation;
+              page = await self.storage.readAllPage(query);
+              // The next follower of this process reads this window from memory.
+              self.recent.addRead(query, page, generation);
+            }
             for (const row of page) {
               if (signal?.aborted) return;
               yield self.toRecorded(row);

@@ -35,21 +35,27 @@ export async function rejectsWithCode(promise: Promise<unknown> | (() => unknown
 }
 
 /**
- * Two logs on one store (two processes' worth of connections), appending at the same time: a follower on the
- * first sees every event of both, in position order, with no hole. The first log holds its own recent commits in
- * memory (RecentEvents); the other's commits fall between them and must be read from the store.
+ * Two logs on one store (two processes' worth of connections), appending at the same time: followers on the
+ * first see every event of both, in position order, with no hole. The first log holds its own recent commits in
+ * memory (RecentEvents); the other's commits fall between them and must be read from the store. A third log that
+ * wrote nothing serves its second follower from the pages its first follower read.
  */
-export async function followsThroughAnotherWriter(mine: EventLog, other: EventLog): Promise<void> {
+export async function followsThroughAnotherWriter(mine: EventLog, other: EventLog, reader: EventLog): Promise<void> {
   const start = (await mine.headPosition()) + 1;
   const perWriter = 300;
-  const controller = new AbortController();
-  const seen: { position: number; id: string }[] = [];
-  const following = (async () => {
-    for await (const e of mine.follow({ fromPosition: start, signal: controller.signal })) {
-      seen.push({ position: e.position, id: e.id });
-      if (seen.length === 2 * perWriter) controller.abort();
-    }
-  })();
+  const follower = (log = mine) => {
+    const controller = new AbortController();
+    const seen: { position: number; id: string }[] = [];
+    const done = (async () => {
+      for await (const e of log.follow({ fromPosition: start, signal: controller.signal })) {
+        seen.push({ position: e.position, id: e.id });
+        if (seen.length === 2 * perWriter) controller.abort();
+      }
+    })();
+    return { controller, seen, done };
+  };
+  // Two followers in one process share what either read (RecentEvents): one live, one that starts late.
+  const live = follower();
   const ids = new Set<string>();
   const writer = (log: EventLog, name: string) =>
     Promise.all(
@@ -61,10 +67,16 @@ export async function followsThroughAnotherWriter(mine: EventLog, other: EventLo
       }),
     );
   await Promise.all([writer(mine, 'mine'), writer(other, 'other')]);
-  const timeout = setTimeout(() => controller.abort(), 20_000);
-  await following;
+  const late = follower();
+  // A log that committed nothing: its followers catch up from the store, the first one's pages serving the second.
+  const readers = [follower(reader), follower(reader)];
+  const all = [live, late, ...readers];
+  const timeout = setTimeout(() => all.forEach((f) => f.controller.abort()), 20_000);
+  await Promise.all(all.map((f) => f.done));
   clearTimeout(timeout);
-  assert.equal(seen.length, 2 * perWriter, 'every event of both writers was followed');
-  assert.deepEqual(seen.map((e) => e.position), Array.from({ length: 2 * perWriter }, (_, i) => start + i), 'in position order, no hole');
-  assert.deepEqual(new Set(seen.map((e) => e.id)), ids);
+  for (const { seen } of all) {
+    assert.equal(seen.length, 2 * perWriter, 'every event of both writers was followed');
+    assert.deepEqual(seen.map((e) => e.position), Array.from({ length: 2 * perWriter }, (_, i) => start + i), 'in position order, no hole');
+    assert.deepEqual(new Set(seen.map((e) => e.id)), ids);
+  }
 }
