@@ -5,7 +5,7 @@
 import { InvalidInput, LogClosed } from '../errors.js';
 import { GroupCommitter } from './group-commit.js';
 import { RecentEvents } from './recent-events.js';
-import type { AppendRequest, CommitResult, LogStorage, StoredEvent } from './storage.js';
+import type { AllPageQuery, AppendRequest, CommitResult, LogStorage, StoredEvent } from './storage.js';
 import { createUpcasters, type Upcasters } from './upcasting.js';
 import { assertNonNegativeInteger, categoryOf, prepareAppends, resolveLimits, validateStreamName } from './validation.js';
 import type {
@@ -91,6 +91,7 @@ export class StoredEventLog implements EventLog {
   private readonly committer: GroupCommitter;
   private readonly pageSize: number;
   private readonly recent: RecentEvents;
+  private readonly windowReads = new Map<string, Promise<StoredEvent[]>>();
   private readonly listeners = new Set<(head: number) => void>();
   private readonly stopWatching: () => void;
   private knownHead = 0;
@@ -259,13 +260,7 @@ export class StoredEventLog implements EventLog {
           const head = await self.storage.headPosition();
           while (scanned < head && !signal?.aborted) {
             const query = { fromPosition: scanned + 1, toPosition: head, limit: self.pageSize, filter };
-            let page = self.recent.page(query);
-            if (!page) {
-              const generation = self.recent.generation;
-              page = await self.storage.readAllPage(query);
-              // The next follower of this process reads this window from memory.
-              self.recent.addRead(query, page, generation);
-            }
+            const page = self.recent.page(query) ?? (await self.readWindow(query));
             for (const row of page) {
               if (signal?.aborted) return;
               yield self.toRecorded(row);
@@ -277,6 +272,32 @@ export class StoredEventLog implements EventLog {
         }
       },
     };
+  }
+
+  /**
+   * A window page of `follow` from the store. Followers of this process that wake on the same commit ask for the
+   * same window at the same moment: they share one read, and the page is kept for later followers (RecentEvents).
+   */
+  private readWindow(query: AllPageQuery): Promise<StoredEvent[]> {
+    if (query.filter) return this.storage.readAllPage(query);
+    const key = `${query.fromPosition}:${query.toPosition}:${query.limit}`;
+    let pending = this.windowReads.get(key);
+    if (!pending) {
+      const generation = this.recent.generation;
+      pending = this.storage.readAllPage(query).then(
+        (page) => {
+          this.windowReads.delete(key);
+          this.recent.addRead(query, page, generation);
+          return page;
+        },
+        (error: unknown) => {
+          this.windowReads.delete(key);
+          throw error;
+        },
+      );
+      this.windowReads.set(key, pending);
+    }
+    return pending;
   }
 
   async readEvents(ids: readonly string[]): Promise<RecordedEvent[]> {
