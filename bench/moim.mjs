@@ -261,13 +261,20 @@ const results = {
   generator: JSON.parse(readFileSync(join(root, 'node_modules', 'autocannon', 'package.json'), 'utf8')).version,
   machine: machine(),
 };
+// BENCH_ONLY=isolation runs the isolation part alone and prints it, recording nothing (for exploring).
+const only = process.env.BENCH_ONLY;
 try {
-  await joins(results);
+  if (only !== 'isolation') await joins(results);
   rmSync(workDir, { recursive: true, force: true });
   mkdirSync(workDir, { recursive: true });
   await isolation(results);
-  writeReport(results);
-  console.log('wrote bench/results/moim.json and docs/benchmarks.md');
+  if (only === 'isolation') {
+    const { idle, whileDraining } = results.isolation;
+    console.log(`isolation: p99 ${whileDraining.p99Ms} ms while draining / ${idle.p99Ms} ms idle = ${(whileDraining.p99Ms / idle.p99Ms).toFixed(2)}x (nothing recorded)`);
+  } else {
+    writeReport(results);
+    console.log('wrote bench/results/moim.json and docs/benchmarks.md');
+  }
 } finally {
   rmSync(workDir, { recursive: true, force: true });
 }

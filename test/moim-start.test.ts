@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -135,5 +135,34 @@ describe('moim start: the seeds story over real ports', { timeout: 90_000 }, () 
     assert.equal(await new Promise((r) => verify.on('exit', r)), 0, report);
     assert.match(report, /0 discrepancies/);
     assert.match(report, /[1-9]\d* balances/);
+  });
+});
+
+describe('moim worker priority', { timeout: 60_000, skip: process.platform !== 'linux' && 'thread priorities are read from /proc (Linux)' }, () => {
+  it('runs every thread of the worker process at the lower priority, not only its main thread', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moim-nice-'));
+    const child = spawn(process.execPath, [main, 'start', '--role', 'worker'], { env: { ...process.env, MOIM_DATA_DIR: dir, MOIM_LOG: 'off', MOIM_WORKER_NICE: '7' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((r) => child.on('exit', r));
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!out.includes('moim worker:')) {
+        assert.ok(Date.now() < deadline && child.exitCode === null, `the worker did not start: ${out}`);
+        await sleep(25);
+      }
+      // /proc/<pid>/task/<tid>/stat: the 19th field is the thread's nice value (after the command in parentheses).
+      const nices = readdirSync(`/proc/${child.pid}/task`).map((tid) => {
+        const stat = readFileSync(`/proc/${child.pid}/task/${tid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      });
+      assert.ok(nices.length > 5, `Node runs several threads: ${nices.length}`);
+      assert.deepEqual([...new Set(nices)], [7], `every thread at nice 7: ${nices.join(' ')}`);
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

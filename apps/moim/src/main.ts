@@ -4,6 +4,7 @@
  * `moim groups` (consumer groups and their lag).
  */
 import { fork } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
@@ -102,7 +103,7 @@ program
       // Background work yields the CPU to requests: the worker runs at a lower scheduling priority (invariant 8).
       const nice = Number(process.env.MOIM_WORKER_NICE ?? 10);
       try {
-        if (nice !== 0) setPriority(Math.min(19, Math.max(-20, nice)));
+        if (nice !== 0) lowerPriority(Math.min(19, Math.max(-20, nice)));
       } catch (error) {
         console.error(`moim worker: could not lower its priority (${(error as Error).message}); running at normal priority.`);
       }
@@ -243,4 +244,28 @@ try {
   const e = error as Error & { code?: string };
   console.error(`moim: ${e.code ? `${e.code}: ` : ''}${e.message}`);
   process.exitCode = 1;
+}
+
+/**
+ * Lowers the scheduling priority of the whole process. On Linux a priority belongs to a thread, and
+ * `setPriority()` changes only the calling one: the threads Node started before any code ran (V8's garbage
+ * collector helpers, the libuv pool) would keep competing with the API at full priority, and a draining worker
+ * collects a lot of garbage. So every thread listed in /proc/self/task is lowered too; threads started later
+ * (SQLite's checkpointer, the libuv pool when it grows) inherit the priority from the thread that starts them.
+ */
+function lowerPriority(nice: number): void {
+  setPriority(nice);
+  let threads: string[] = [];
+  try {
+    threads = readdirSync('/proc/self/task');
+  } catch {
+    return; // not Linux: the main thread is all that can be lowered
+  }
+  for (const tid of threads) {
+    try {
+      setPriority(Number(tid), nice);
+    } catch {
+      // A thread that ended meanwhile.
+    }
+  }
 }
