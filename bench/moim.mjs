@@ -13,7 +13,8 @@
  *    1,000 requests/s, first idle, then while the worker drains a backlog of
  *    BACKLOG (200,000) events appended while it was stopped.
  *
- * Usage: npm run bench:moim   (BENCH_QUICK=1 for a short run)
+ * Usage: npm run bench:moim   (BENCH_QUICK=1 for a short run; JOIN_CONNECTIONS=50 by default;
+ *        BENCH_ONLY=isolation runs the isolation part alone and records nothing)
  * Writes bench/results/moim.json and the "moim" section of docs/benchmarks.md.
  */
 import { spawn } from 'node:child_process';
@@ -37,7 +38,7 @@ const ISOLATION_SECONDS = quick ? 5 : 10;
 const BACKLOG = quick ? 20_000 : 200_000;
 // autocannon paces `overallRate` per connection and tick: with many connections it sends bursts, which
 // show up as latency of the generator's own making (100 connections at 1,000/s: p99 ~100 ms on /healthz).
-const JOIN_CONNECTIONS = 50;
+const JOIN_CONNECTIONS = Number(process.env.JOIN_CONNECTIONS ?? 50);
 const READ_CONNECTIONS = 10;
 const workDir = join(root, '.tmp', 'bench-moim');
 const main = join(root, 'apps', 'moim', 'dist', 'main.js');
