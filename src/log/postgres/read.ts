@@ -29,22 +29,39 @@ export async function readAllPage(db: PgQueryable, schema: string, q: AllPageQue
     );
     return rows;
   }
-  const where = ['position >= $1', 'position <= $2'];
-  const params: unknown[] = [q.fromPosition, q.toPosition ?? Number.MAX_SAFE_INTEGER];
-  if (q.filter.categories) {
-    params.push(q.filter.categories);
-    where.push(`category = ANY($${params.length}::text[])`);
+  // A filtered page is read span by span of positions. With the whole window in one query, a table without
+  // statistics planned a bitmap scan of every matching row of the window, and a sort, for each page: the same
+  // O(N²) as above. Within a span that work is bounded by the span, whatever the planner estimates. Without a
+  // window bound the page reads up to the head committed when it starts.
+  const end = q.toPosition ?? (await headOf(db, schema));
+  const page: StoredEvent[] = [];
+  for (let from = q.fromPosition; from <= end && page.length < q.limit; from += FILTERED_SPAN) {
+    const where = ['position >= $1', 'position <= $2'];
+    const params: unknown[] = [from, Math.min(end, from + FILTERED_SPAN - 1)];
+    if (q.filter.categories) {
+      params.push(q.filter.categories);
+      where.push(`category = ANY($${params.length}::text[])`);
+    }
+    if (q.filter.types) {
+      params.push(q.filter.types);
+      where.push(`type = ANY($${params.length}::text[])`);
+    }
+    params.push(q.limit - page.length);
+    const { rows } = await db.query<StoredEvent>(
+      `SELECT ${eventColumns} FROM ${schema}.events WHERE ${where.join(' AND ')} ORDER BY position LIMIT $${params.length}`,
+      params,
+    );
+    for (const row of rows) page.push(row);
   }
-  if (q.filter.types) {
-    params.push(q.filter.types);
-    where.push(`type = ANY($${params.length}::text[])`);
-  }
-  params.push(q.limit);
-  const { rows } = await db.query<StoredEvent>(
-    `SELECT ${eventColumns} FROM ${schema}.events WHERE ${where.join(' AND ')} ORDER BY position LIMIT $${params.length}`,
-    params,
-  );
-  return rows;
+  return page;
+}
+
+/** Positions a filtered page reads per query. */
+export const FILTERED_SPAN = 10_000;
+
+async function headOf(db: PgQueryable, schema: string): Promise<number> {
+  const { rows } = await db.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton`);
+  return Number(rows[0]!.position);
 }
 
 export async function readEventsById(db: PgQueryable, schema: string, ids: readonly string[]): Promise<StoredEvent[]> {
