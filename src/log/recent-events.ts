@@ -35,14 +35,23 @@ export class RecentEvents {
   private coveredFrom = 0;
   private coveredTo = -1;
   /** Bumped by `clear`: a page read before a truncation must not come back after it. */
-  generation = 0;
+  private cleared = 0;
 
   /** @param capacity most events held; 0 turns the cache off. */
   constructor(private readonly capacity: number) {}
 
+  get enabled(): boolean {
+    return this.capacity > 0;
+  }
+
+  /** Give it to `addRead` with a page read from the store: what it was before the read began. */
+  get generation(): number {
+    return this.cleared;
+  }
+
   /** Rows just committed by this process, in any order. */
   addCommitted(committed: StoredEvent[]): void {
-    if (this.capacity === 0 || committed.length === 0) return;
+    if (!this.enabled || committed.length === 0) return;
     committed.sort((a, b) => a.position - b.position);
     for (let i = 1; i < committed.length; i++) {
       if (committed[i]!.position !== committed[i - 1]!.position + 1) {
@@ -59,7 +68,7 @@ export class RecentEvents {
    * the `generation` read before the store was asked.
    */
   addRead(query: AllPageQuery, page: StoredEvent[], generation: number): void {
-    if (this.capacity === 0 || generation !== this.generation || query.toPosition === undefined || query.filter) return;
+    if (!this.enabled || generation !== this.cleared || query.toPosition === undefined || query.filter) return;
     const end = page.length >= query.limit ? page.at(-1)!.position : query.toPosition;
     if (end < query.fromPosition) return;
     this.extend(query.fromPosition, end, page, false);
@@ -89,7 +98,7 @@ export class RecentEvents {
   }
 
   clear(): void {
-    this.generation += 1;
+    this.cleared += 1;
     this.rows = [];
     this.offset = 0;
     this.coveredFrom = 0;

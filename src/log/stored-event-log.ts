@@ -5,7 +5,7 @@
 import { InvalidInput, LogClosed } from '../errors.js';
 import { GroupCommitter } from './group-commit.js';
 import { RecentEvents } from './recent-events.js';
-import type { AllPageQuery, AppendRequest, CommitResult, LogStorage, StoredEvent } from './storage.js';
+import type { AllPageQuery, AppendRequest, CommitResult, LogStorage, PreparedEvent, StoredEvent, StreamOutcome } from './storage.js';
 import { createUpcasters, type Upcasters } from './upcasting.js';
 import { assertNonNegativeInteger, categoryOf, prepareAppends, resolveLimits, validateStreamName } from './validation.js';
 import type {
@@ -36,8 +36,9 @@ export interface EventLogOptions {
   /** Rows fetched per page when streaming reads. Default 1,000. */
   readPageSize?: number;
   /**
-   * Events this process committed last, kept in memory so that followers in the same process (consumer groups,
-   * `follow`) read them without a round trip to the store. Default 4,096; 0 turns it off. See recent-events.ts.
+   * The newest events this process committed or its followers read from the store, kept in memory so that
+   * followers in the same process (consumer groups, `follow`) read them without a round trip to the store.
+   * Default 4,096; 0 turns it off. See recent-events.ts.
    */
   recentEvents?: number;
 }
@@ -73,6 +74,18 @@ function validateLimit(limit: unknown): number {
 }
 
 const recordedResults = new WeakMap<AppendResult, () => RecordedEvent[]>();
+
+/**
+ * The rows a stream's append stored, as a read would return them (JSON still as text), from the prepared events
+ * and the revisions and positions the commit gave them; undefined when the two do not line up.
+ */
+function storedRowsOf(events: readonly PreparedEvent[] | undefined, outcome: StreamOutcome): StoredEvent[] | undefined {
+  if (!events || events.length !== outcome.events.length) return undefined;
+  return events.map((e, k) => {
+    const at = outcome.events[k]!;
+    return { id: e.id, stream: e.stream, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata, revision: at.revision, position: at.position };
+  });
+}
 
 /**
  * The events an append of this process just wrote, as a reader would get them
@@ -122,20 +135,18 @@ export class StoredEventLog implements EventLog {
 
   /** Keeps the rows of a commit of this process for followers (see RecentEvents). */
   private rememberCommitted(result: CommitResult, requests: readonly AppendRequest[]): void {
+    if (!this.recent.enabled) return;
     const rows: StoredEvent[] = [];
     for (const [i, outcome] of result.outcomes.entries()) {
       if (!outcome.ok) continue;
       for (const [j, stream] of outcome.streams.entries()) {
         if (stream.alreadyStored) continue;
-        const events = requests[i]?.appends[j]?.events;
-        if (!events || events.length !== stream.events.length) {
+        const streamRows = storedRowsOf(requests[i]?.appends[j]?.events, stream);
+        if (!streamRows) {
           this.recent.clear(); // rows of this commit that cannot be accounted for: read them from the store
           return;
         }
-        for (const [k, e] of events.entries()) {
-          const at = stream.events[k]!;
-          rows.push({ id: e.id, stream: e.stream, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata, revision: at.revision, position: at.position });
-        }
+        for (const row of streamRows) rows.push(row);
       }
     }
     this.recent.addCommitted(rows);
@@ -168,11 +179,10 @@ export class StoredEventLog implements EventLog {
     return {
       streams: outcome.streams.map((s, i) => {
         const result: AppendResult = { ...s, durability: granted };
+        // What was just written is known here: a caller that needs the recorded events gets them without a read
+        // (built only when asked for, off the append path).
         const events = prepared[i]?.events;
-        // What was just written is known here: a caller that needs the recorded events gets them without a read.
-        if (!s.alreadyStored && events && events.length === s.events.length) {
-          recordedResults.set(result, () => events.map((e, k) => this.toRecorded({ ...e, revision: s.events[k]!.revision, position: s.events[k]!.position })));
-        }
+        if (!s.alreadyStored && events?.length === s.events.length) recordedResults.set(result, () => storedRowsOf(events, s)!.map((row) => this.toRecorded(row)));
         return result;
       }),
       durability: granted,

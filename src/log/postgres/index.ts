@@ -10,7 +10,7 @@ import type { EventLog } from '../types.js';
 import { commitBatch, InFlightRevisions } from './append.js';
 import { watchExternalCommits } from './notify.js';
 import { checkSchemaName, PG_TYPES, type PgPool } from './pg-types.js';
-import { readAllPage, readEventsById, readStreamPage } from './read.js';
+import { readAllPage, readEventsById, readHead, readStreamPage } from './read.js';
 import { migrate } from './schema.js';
 import { createPostgresSubscriptionStorage } from './subscription.js';
 
@@ -58,15 +58,11 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
       const { rows } = await pool.query<{ revision: number }>(`SELECT revision FROM ${schema}.streams WHERE name = $1`, [stream]);
       return rows[0]?.revision ?? -1;
     },
-    headPosition: async () => {
-      const { rows } = await pool.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton`);
-      return rows[0]!.position;
-    },
+    headPosition: () => readHead(pool, schema),
     positionAt: async (time) => {
       const { rows } = await pool.query<{ position: number | null }>(`SELECT MIN(position) AS position FROM ${schema}.events WHERE recorded_at >= $1`, [time]);
       if (rows[0]?.position != null) return Number(rows[0].position);
-      const head = await pool.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton`);
-      return Number(head.rows[0]!.position) + 1;
+      return (await readHead(pool, schema)) + 1;
     },
     readSnapshot: async (stream, key) => {
       const { rows } = await pool.query<{ revision: number; state: unknown }>(`SELECT revision, state FROM ${schema}.snapshots WHERE stream = $1 AND key = $2`, [

@@ -33,7 +33,7 @@ export async function readAllPage(db: PgQueryable, schema: string, q: AllPageQue
   // statistics planned a bitmap scan of every matching row of the window, and a sort, for each page: the same
   // O(N²) as above. Within a span that work is bounded by the span, whatever the planner estimates. Without a
   // window bound the page reads up to the head committed when it starts.
-  const end = q.toPosition ?? (await headOf(db, schema));
+  const end = q.toPosition ?? (await readHead(db, schema));
   const page: StoredEvent[] = [];
   for (let from = q.fromPosition; from <= end && page.length < q.limit; from += FILTERED_SPAN) {
     const where = ['position >= $1', 'position <= $2'];
@@ -59,7 +59,8 @@ export async function readAllPage(db: PgQueryable, schema: string, q: AllPageQue
 /** Positions a filtered page reads per query. */
 export const FILTERED_SPAN = 10_000;
 
-async function headOf(db: PgQueryable, schema: string): Promise<number> {
+/** The head: the highest committed position (gap-free: every position up to it is visible). */
+export async function readHead(db: PgQueryable, schema: string): Promise<number> {
   const { rows } = await db.query<{ position: number }>(`SELECT position FROM ${schema}.head WHERE singleton`);
   return Number(rows[0]!.position);
 }
