@@ -73,8 +73,12 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
       return row && { key, revision: row.revision, state: row.state as never };
     },
     writeSnapshot: async (stream, snapshot) => {
+      // Without waiting for the WAL flush (as on SQLite): a snapshot is derived from durable events, and a later
+      // durable commit (such as a truncation it allows) flushes the WAL past it. set_config(..., true) lasts for
+      // this statement's own transaction, whose commit is what reads the setting.
       await pool.query(
-        `INSERT INTO ${schema}.snapshots (stream, key, revision, state) VALUES ($1, $2, $3, $4::json)
+        `WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+         INSERT INTO ${schema}.snapshots (stream, key, revision, state) SELECT $1, $2, $3, $4::json FROM relaxed
          ON CONFLICT (stream, key) DO UPDATE SET revision = EXCLUDED.revision, state = EXCLUDED.state, created_at = now()
          WHERE EXCLUDED.revision >= ${schema}.snapshots.revision`,
         [stream, snapshot.key, snapshot.revision, JSON.stringify(snapshot.state)],
