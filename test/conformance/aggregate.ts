@@ -220,6 +220,26 @@ export function aggregateConformance(name: string, factory: LogFactory): void {
       );
     });
 
+    it('spreads the snapshots of streams that grow together, one every snapshotEvery events each', async () => {
+      const log = await open();
+      const every = 8;
+      const streams = Array.from({ length: 12 }, () => stream('account'));
+      for (const s of streams) await handleCommand(log, account, s, { kind: 'open', owner: 'p' }, { snapshotEvery: every });
+      const firstSnapshotAt = new Map<string, number>();
+      for (let round = 1; round < 3 * every; round++) {
+        for (const s of streams) {
+          await handleCommand(log, account, s, { kind: 'deposit', amount: 1 }, { snapshotEvery: every });
+          const loaded = await loadAggregate(log, account, s);
+          if (loaded.fromSnapshot !== undefined && !firstSnapshotAt.has(s)) firstSnapshotAt.set(s, loaded.fromSnapshot);
+          // The snapshot is never more than `every` events behind the stream's last revision.
+          if (round >= every) assert.ok(loaded.revision - (loaded.fromSnapshot ?? -1) <= every, `${s}: revision ${loaded.revision}, snapshot ${loaded.fromSnapshot}`);
+        }
+      }
+      assert.equal(firstSnapshotAt.size, streams.length, 'every stream snapshotted within its first cycle');
+      for (const at of firstSnapshotAt.values()) assert.ok(at < every, `first snapshot at revision ${at}`);
+      assert.ok(new Set(firstSnapshotAt.values()).size > 1, 'streams written in lockstep snapshot at different revisions');
+    });
+
     it('never loads a snapshot of another state version', async () => {
       const log = await open();
       const s = stream('account');
