@@ -14,7 +14,7 @@
  *    BACKLOG (200,000) events appended while it was stopped.
  *
  * Usage: npm run bench:moim   (BENCH_QUICK=1 for a short run; JOIN_CONNECTIONS=50 by default;
- *        BENCH_ONLY=isolation runs the isolation part alone and records nothing)
+ *        BENCH_ONLY=isolation or BENCH_ONLY=joins runs that part alone and records nothing)
  * Writes bench/results/moim.json and the "moim" section of docs/benchmarks.md.
  */
 import { spawn } from 'node:child_process';
@@ -129,7 +129,11 @@ function joinRequests(seeded) {
 
 function run(options) {
   return new Promise((resolve, reject) => {
-    autocannon(options, (error, result) => (error ? reject(error) : resolve(result)));
+    // Completed requests per second of the run: autocannon's rate is a budget per connection and second, so
+    // a stall shows as a second that completed fewer than asked (the rest of that second's budget is lost).
+    const perSecond = [];
+    const instance = autocannon(options, (error, result) => (error ? reject(error) : resolve({ ...result, perSecond })));
+    instance.on('tick', (c) => perSecond.push(c.counter));
   });
 }
 
@@ -140,6 +144,11 @@ const summarize = (r, rate) => ({
   p99Ms: r.latency.p99,
   maxMs: r.latency.max,
   requests: r.requests.total,
+  /** What the generator's schedule asked for: the rate times the whole seconds run. */
+  asked: rate * Math.round(r.duration),
+  /** The fewest requests completed in one second of the run. */
+  // (whole seconds only: autocannon ends with a tick for the last fraction of a second)
+  slowestSecond: r.perSecond.length > 0 ? Math.min(...r.perSecond.slice(0, Math.max(1, Math.floor(r.duration)))) : null,
   non2xx: r.non2xx,
   errors: r.errors + r.timeouts,
   seconds: Math.round(r.duration),
@@ -233,11 +242,11 @@ function writeReport(results) {
     '',
     `Run ${results.date} on ${m.cpu}, ${m.memoryGiB} GiB; Node ${m.node}. The service as \`npm start\` runs it (API process, worker process, gateway process, ledger simulator) on SQLite in a fresh folder; autocannon ${results.generator} in the benchmark's process on the same machine, rate-limited with \`overallRate\` (${JOIN_CONNECTIONS} connections for joins, ${READ_CONNECTIONS} for reads), loopback only.`,
     '',
-    `Joins: \`POST /communities/:id/members\`, each request a new (member, community) pair over ${MEMBERS} members and ${COMMUNITIES} communities. Latency as autocannon reports it (from each request's send).`,
+    `Joins: \`POST /communities/:id/members\`, each request a new (member, community) pair over ${MEMBERS} members and ${COMMUNITIES} communities. Latency as autocannon reports it (from each request's send). autocannon's rate is a budget per connection and second: "completed / asked" compares the requests completed with the rate times the seconds run, and "slowest second" is the fewest completed in one second (a stall loses the rest of that second's budget).`,
     '',
-    '| target req/s | achieved joins/s | p50 ms | p99 ms | max ms | non-2xx | errors | seconds |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...results.joins.map((j) => `| ${j.targetPerSecond.toLocaleString('en-US')} | ${j.achievedPerSecond.toLocaleString('en-US')} | ${j.p50Ms} | ${j.p99Ms} | ${j.maxMs} | ${j.non2xx} | ${j.errors} | ${j.seconds} |`),
+    '| target req/s | achieved joins/s | completed / asked | slowest second | p50 ms | p99 ms | max ms | non-2xx | errors | seconds |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...results.joins.map((j) => `| ${j.targetPerSecond.toLocaleString('en-US')} | ${j.achievedPerSecond.toLocaleString('en-US')} | ${j.requests.toLocaleString('en-US')} / ${j.asked.toLocaleString('en-US')} | ${j.slowestSecond?.toLocaleString('en-US') ?? 'n/a'} | ${j.p50Ms} | ${j.p99Ms} | ${j.maxMs} | ${j.non2xx} | ${j.errors} | ${j.seconds} |`),
     '',
     `Target: 5,000 joins/s held for 60 s with p99 under 50 ms and no errors. This run: **${last.achievedPerSecond.toLocaleString('en-US')} joins/s**, p99 **${last.p99Ms} ms**, ${last.non2xx + last.errors} failed requests over ${last.seconds} s. Peak RSS of the service (API + worker + gateway + ledger): **${results.peakRssMB} MB**.`,
     '',
@@ -262,14 +271,15 @@ const results = {
   generator: JSON.parse(readFileSync(join(root, 'node_modules', 'autocannon', 'package.json'), 'utf8')).version,
   machine: machine(),
 };
-// BENCH_ONLY=isolation runs the isolation part alone and prints it, recording nothing (for exploring).
+// BENCH_ONLY=isolation or BENCH_ONLY=joins runs that part alone and prints it, recording nothing (for exploring).
 const only = process.env.BENCH_ONLY;
 try {
   if (only !== 'isolation') await joins(results);
   rmSync(workDir, { recursive: true, force: true });
   mkdirSync(workDir, { recursive: true });
-  await isolation(results);
-  if (only === 'isolation') {
+  if (only !== 'joins') await isolation(results);
+  if (only === 'joins') console.log('joins only: nothing recorded');
+  else if (only === 'isolation') {
     const { idle, whileDraining } = results.isolation;
     console.log(`isolation: p99 ${whileDraining.p99Ms} ms while draining / ${idle.p99Ms} ms idle = ${(whileDraining.p99Ms / idle.p99Ms).toFixed(2)}x (nothing recorded)`);
   } else {
