@@ -13,6 +13,8 @@
  * medians, with the median of the per-round ratios to RabbitMQ: on this shared
  * VM a single run moved by tens of percent within the hour.
  *
+ * Before each system: PostgreSQL CHECKPOINT, sync and a second of quiet (see settle()).
+ *
  * Usage: npm run bench:subscription   (BENCH_QUICK=1 for smaller sizes, ROUNDS=3)
  * Writes bench/results/subscription.json and the "Subscriptions" section of docs/benchmarks.md.
  * Then a backlog of BACKLOG events (1,000,000; 100,000 quick) is drained by a
@@ -103,8 +105,30 @@ function driver() {
   };
 }
 
+/**
+ * Lets the disk settle before a system is measured: the systems measured before it leave hundreds of megabytes
+ * of written pages (SQLite files, PostgreSQL's shared buffers, RabbitMQ's message store) that the kernel and
+ * PostgreSQL's checkpointer flush later, in the middle of whoever runs next, whose fsyncs then wait behind them
+ * (in one run, Sinho on SQLite: p99 26 ms when measured first, 257 and 280 ms after the others). Every system
+ * gets the same: PostgreSQL's CHECKPOINT, a sync of every file system, and a second of quiet.
+ */
+async function settle() {
+  const c = new pg.Client({ connectionString: POSTGRES_URL });
+  try {
+    await c.connect();
+    await c.query('CHECKPOINT');
+  } catch (error) {
+    console.warn(`settle: PostgreSQL CHECKPOINT failed (${error.message}); going on without it`);
+  } finally {
+    await c.end().catch(() => {});
+  }
+  spawnSync('sync');
+  await sleep(1000);
+}
+
 async function measure(name, setup) {
   console.log(`${name}…`);
+  await settle();
   const d = driver();
   const system = await setup(d);
   try {
@@ -378,7 +402,7 @@ function writeReport(results) {
     '<!-- bench:subscription:start -->',
     '## Subscriptions, end to end (`npm run bench:subscription`)',
     '',
-    `Run ${results.date}${results.quick ? ' (quick mode: reduced sizes)' : ''} on ${m.cpu}, ${m.memoryGiB} GiB; Node ${m.node}. All systems on 127.0.0.1, in the same run, alternating for ${results.rounds.length} rounds; medians.`,
+    `Run ${results.date}${results.quick ? ' (quick mode: reduced sizes)' : ''} on ${m.cpu}, ${m.memoryGiB} GiB; Node ${m.node}. All systems on 127.0.0.1, in the same run, alternating for ${results.rounds.length} rounds; medians. Before each system the disk is settled (PostgreSQL CHECKPOINT, sync, 1 s), so none pays for the pages the previous one left to flush.`,
     `1 KiB messages over ${STREAMS} streams (Sinho: one stream per key, per-stream order kept), consumer concurrency ${CONCURRENCY}, ${PRODUCERS} concurrent producers. "max" is ${N.toLocaleString('en-US')} messages flat out (append/publish → handled → acked); latency is send → handler, measured at half of each system's own maximum for ${PACED_SECONDS} s.`,
     'RabbitMQ: durable queue, persistent messages, publisher confirms with 256 in flight, prefetch 256, manual ack. BullMQ: a Redis started for the run with `appendonly yes`, `appendfsync always`.',
     '',
