@@ -5,6 +5,7 @@
  *   stores one notification per recipient feed; the gateway pushes it.
  * - `socketio`: one Socket.IO server (websocket transport); a join is
  *   `io.to(community).except(joiner).emit(...)`, in memory, at most once.
+ * - `ws`: the ceiling, plain `ws` with rooms in memory (see startRawWs).
  * Both fire joins from an open-model schedule (intended send times; a late
  * timer does not push the schedule back) and stamp each with its intended
  * time, so clients measure join -> receive latency without coordinated omission.
@@ -88,6 +89,34 @@ async function runSinhoGateway(path) {
   process.send({ url: gateway.url });
 }
 
+/**
+ * The ceiling: plain `ws`, rooms in memory, one JSON text frame serialised once per join and written to each
+ * other member's socket. No protocol, no storage, no acks: what any server could deliver to these clients on
+ * this machine, with the load generator's own cost included.
+ */
+async function startRawWs() {
+  const { WebSocketServer } = await import('ws');
+  const http = createServer();
+  const wss = new WebSocketServer({ server: http, maxPayload: 4096 });
+  const sockets = new Map();
+  wss.on('connection', (socket, request) => {
+    const user = new URL(request.url, 'http://x').searchParams.get('user');
+    sockets.set(user, socket);
+    socket.on('close', () => sockets.get(user) === socket && sockets.delete(user));
+  });
+  await new Promise((r) => http.listen(0, '127.0.0.1', r));
+  fire = (k, c, j, t0) => {
+    const frame = JSON.stringify({ type: 'MemberJoined', data: { k, c, j, t0 } });
+    for (const m of communities[c]) if (m !== j) sockets.get(m)?.send(frame);
+  };
+  close = async () => {
+    for (const socket of sockets.values()) socket.terminate();
+    wss.close();
+    await new Promise((r) => http.close(r));
+  };
+  return `ws://127.0.0.1:${http.address().port}/`;
+}
+
 async function startSocketIo() {
   const { Server } = await import('socket.io');
   const http = createServer();
@@ -153,7 +182,7 @@ else process.on('message', async (message) => {
         communities = message.communities;
         communityOf = [];
         communities.forEach((members, c) => members.forEach((m) => (communityOf[Number(m)] = c)));
-        const url = system === 'sinho' ? await startSinho() : await startSocketIo();
+        const url = system === 'sinho' ? await startSinho() : system === 'ws' ? await startRawWs() : await startSocketIo();
         return reply({ type: 'started', url });
       }
       case 'rss':

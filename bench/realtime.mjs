@@ -14,7 +14,10 @@
  * system: the highest sustained deliveries/s, p50/p99 per phase, lost and
  * duplicate deliveries, and server RSS per connection (after GC).
  *
- * Usage: npm run bench:realtime  (CLIENTS=5000 PHASE_SECONDS=5 RATES=50,100,200,...)
+ * A third system, plain `ws` with rooms in memory, is the ceiling: what any
+ * server could deliver to these clients on this machine.
+ *
+ * Usage: npm run bench:realtime  (CLIENTS=5000 PHASE_SECONDS=5 RATES=50,100,200,... SYSTEMS=socketio,ws,sinho)
  */
 import { fork } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -29,7 +32,7 @@ import { machine, writeDocSection, writeResults } from './report.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 const CLIENTS = Number(process.env.CLIENTS ?? 5000);
 const PHASE_SECONDS = Number(process.env.PHASE_SECONDS ?? 5);
-const RATES = (process.env.RATES ?? '100,200,400,800,1200,1600,2400,3200').split(',').map(Number);
+const RATES = (process.env.RATES ?? '100,200,400,800,1200,1600,2400,3200,4800,6400,9600').split(',').map(Number);
 const GRACE_MS = 5000;
 const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -130,6 +133,23 @@ async function connectSocketIo(url, accounting) {
   return { duplicatesDropped: () => 0, close: () => sockets.forEach((s) => s.close()) };
 }
 
+/** The ceiling's clients: plain `ws`, one JSON.parse per frame (the user in the URL: it is a benchmark, not a login). */
+async function connectRawWs(url, accounting) {
+  const sockets = [];
+  for (let u = 0; u < CLIENTS; u += 250) {
+    const batch = [];
+    for (let i = u; i < Math.min(CLIENTS, u + 250); i++) {
+      const user = String(i);
+      const socket = new WebSocket(`${url}?user=${user}`);
+      batch.push(new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject)));
+      socket.on('message', (frame) => accounting.record(user, JSON.parse(frame).data));
+      sockets.push(socket);
+    }
+    await Promise.all(batch);
+  }
+  return { duplicatesDropped: () => 0, close: () => sockets.forEach((s) => s.terminate()) };
+}
+
 async function runSystem(system, communities) {
   const server = startServer(system);
   await server.request(null, 'ready');
@@ -137,7 +157,8 @@ async function runSystem(system, communities) {
   const rssBefore = (await server.request({ type: 'rss' }, 'rss')).rss;
   const accounting = new Accounting();
   const connectStarted = Date.now();
-  const clients = system === 'sinho' ? await connectSinho(url, accounting) : await connectSocketIo(url, accounting);
+  const connect = { sinho: connectSinho, ws: connectRawWs, socketio: connectSocketIo }[system];
+  const clients = await connect(url, accounting);
   const connectMs = Date.now() - connectStarted;
   await sleep(1000);
   const rssAfter = (await server.request({ type: 'rss' }, 'rss')).rss;
@@ -193,12 +214,14 @@ const communities = makeCommunities(CLIENTS);
 const avgSize = communities.reduce((n, c) => n + c.length, 0) / communities.length;
 console.log(`${CLIENTS} clients in ${communities.length} communities (mean size ${avgSize.toFixed(1)}), phases of ${PHASE_SECONDS} s at ${RATES.join(', ')} joins/s`);
 const results = [];
-for (const system of (process.env.SYSTEMS ?? 'socketio,sinho').split(',')) results.push(await runSystem(system, communities));
-if (results.length < 2) {
-  // A partial run (SYSTEMS=one system, for profiling) records nothing: figures are only recorded side by side.
+for (const system of (process.env.SYSTEMS ?? 'socketio,ws,sinho').split(',')) results.push(await runSystem(system, communities));
+const sio = results.find((r) => r.system === 'socketio');
+const sinho = results.find((r) => r.system === 'sinho');
+const ceiling = results.find((r) => r.system === 'ws');
+if (!sio || !sinho || !ceiling) {
+  // A partial run (SYSTEMS=some systems, for profiling) records nothing: figures are only recorded side by side.
   process.exit(0);
 }
-const [sio, sinho] = results;
 
 // Compare p99 at the highest join rate both sustained.
 const common = sinho.phases.filter((p) => p.sustained && sio.phases.some((q) => q.sustained && q.joinsPerSecond === p.joinsPerSecond)).at(-1);
@@ -209,12 +232,14 @@ const summary = {
   commonRate: common?.joinsPerSecond ?? null,
   p99AtCommonRate: common ? { sinho: common.p99Ms, socketio: sioCommon.p99Ms } : null,
   sinhoLost: sinho.phases.filter((p) => p.sustained).reduce((n, p) => n + p.lost, 0),
+  /** The most any server delivered to these clients on this machine in this run (plain ws, in memory), relative to Socket.IO. */
+  ceilingRatio: sio.maxSustainedDeliveriesPerSecond ? Math.round((ceiling.maxSustainedDeliveriesPerSecond / sio.maxSustainedDeliveriesPerSecond) * 100) / 100 : null,
 };
 const output = { name: 'realtime', date: new Date().toISOString(), machine: machine(), clients: CLIENTS, communities: communities.length, meanCommunitySize: avgSize, phaseSeconds: PHASE_SECONDS, results, summary };
 writeResults('realtime', output);
 
 const rows = results.flatMap((r) =>
-  r.phases.map((p) => `| ${r.system === 'sinho' ? 'Sinho (SQLite, durable)' : 'Socket.IO 4 (memory)'} | ${p.joinsPerSecond} | ${p.deliveriesPerSecond.toLocaleString('en-US')} | ${p.p50Ms} | ${p.p99Ms} | ${p.lost} | ${p.duplicates} | ${p.sustained ? 'yes' : 'no'} |`),
+  r.phases.map((p) => `| ${{ sinho: 'Sinho (SQLite, durable)', socketio: 'Socket.IO 4 (memory)', ws: 'ceiling: plain ws (memory)' }[r.system]} | ${p.joinsPerSecond} | ${p.deliveriesPerSecond.toLocaleString('en-US')} | ${p.p50Ms} | ${p.p99Ms} | ${p.lost} | ${p.duplicates} | ${p.sustained ? 'yes' : 'no'} |`),
 );
 const m = output.machine;
 writeDocSection(
@@ -225,9 +250,12 @@ writeDocSection(
 Command: \`npm run bench:realtime\` (CLIENTS=${CLIENTS}, PHASE_SECONDS=${PHASE_SECONDS}). Machine: ${m.cpu}, ${m.memoryGiB} GiB, Node ${m.node}; ${output.date.slice(0, 10)}.
 Load generator and server on the same 2 cores, loopback. ${CLIENTS} connected users in ${communities.length} communities of 20–50 (mean ${avgSize.toFixed(1)});
 a join notifies every other member. Sinho: the join is an fsynced append to the log, the fan-out writes one feed
-row per recipient (group-committed), the gateway pushes; one server process. Socket.IO: \`io.to(room).except(joiner).emit\`,
-in memory, one process, websocket transport. Latency is join (intended time) → receive. Sustained: ≥ 99.9% delivered
-within 5 s and p99 < 1 s.
+row per recipient (group-committed), the gateway pushes; the worker (log, fan-out) and the gateway are two processes
+sharing the SQLite files. Socket.IO: \`io.to(room).except(joiner).emit\`,
+in memory, one process, websocket transport. The ceiling: plain \`ws\`, rooms in memory, each join's frame serialised
+once and written to every other member (no protocol, storage or acks): what any server could deliver to these
+clients here, the load generator sharing the 2 cores. Latency is join (intended time) → receive. Sustained: ≥ 99.9%
+delivered within 5 s and p99 < 1 s.
 
 | System | joins/s | deliveries/s | p50 ms | p99 ms | missing | duplicates | sustained |
 |---|---|---|---|---|---|---|---|
@@ -239,6 +267,8 @@ ${rows.join('\n')}
 | server RSS per connection (KiB, after GC) | ${sinho.rssPerConnectionKiB} | ${sio.rssPerConnectionKiB} | ${summary.memoryPerConnectionRatio ?? 'n/a'}× |
 | p99 at ${summary.commonRate ?? 'n/a'} joins/s (highest both sustained) | ${summary.p99AtCommonRate?.sinho ?? 'n/a'} ms | ${summary.p99AtCommonRate?.socketio ?? 'n/a'} ms | |
 | missing deliveries (sustained phases) | ${summary.sinhoLost} | ${sio.phases.filter((p) => p.sustained).reduce((n, p) => n + p.lost, 0)} | |
+
+The ceiling (plain \`ws\`) sustained ${ceiling.maxSustainedDeliveriesPerSecond.toLocaleString('en-US')} deliveries/s: **${summary.ceilingRatio ?? 'n/a'}×** Socket.IO's in this run.
 
 Targets (issue 5): ≥ 3× Socket.IO's deliveries/s at equal or better p99; memory per connection no more than Socket.IO's;
 zero lost notifications for Sinho.
