@@ -118,6 +118,34 @@ export function feedStoreConformance(name: string, open: FeedStoreFactory, optio
         assert.deepEqual(await feed.bounds('a'), { head: 4, oldest: 5, acked: 0 });
       }));
 
+    it('retention over many users and two nodes: each user keeps exactly the notifications young enough', () =>
+      use(async (feed, c) => {
+        // More users than one SQLite prune transaction takes, in a user order unlike the publish order.
+        const users = Array.from({ length: 1200 }, (_, i) => `u${(i * 7919) % 1200}`);
+        const nodeOf = (u: string) => Number(u.slice(1)) % 2;
+        const halves = [users.filter((_, i) => i % 2 === 0), users.filter((_, i) => i % 2 === 1)];
+        // Old: two to everybody, one to each half. Young: one to the first half, one to everybody.
+        await feed.publish([{ sourceId: 'old1', type: 'T', data: 1, recipients: users }], { nodeOf });
+        await feed.publish([{ sourceId: 'old2', type: 'T', data: 2, recipients: halves[0]! }], { nodeOf });
+        await feed.publish([{ sourceId: 'old3', type: 'T', data: 3, recipients: halves[1]! }, { sourceId: 'old4', type: 'T', data: 4, recipients: users }], { nodeOf });
+        c.advance(1000);
+        await feed.publish([{ sourceId: 'new1', type: 'T', data: 5, recipients: halves[0]! }], { nodeOf });
+        await feed.publish([{ sourceId: 'new2', type: 'T', data: 6, recipients: users }], { nodeOf });
+        assert.equal(await feed.prune(c.now() - 500, c.now() - 500), 4);
+        for (const [half, young] of [[halves[0]!, [5, 6]], [halves[1]!, [6]]] as const) {
+          for (const user of half) {
+            const read = await feed.read(user, 0, 10);
+            assert.deepEqual(read.map((n) => n.data), young, user);
+            assert.deepEqual(await feed.bounds(user), { head: 3 + young.length, oldest: 4, acked: 0 }, user);
+          }
+        }
+        for (const node of [0, 1]) assert.deepEqual((await feed.readNode(node, 0, 10)).map((d) => (JSON.parse(d.json) as { data: unknown }).data), halves[0]!.some((u) => nodeOf(u) === node) ? [5, 6] : [6]);
+        // The outbox alone can be kept shorter than the notifications.
+        assert.equal(await feed.prune(c.now() - 500, c.now() + 1), 0);
+        assert.deepEqual(await feed.readNode(0, 0, 10), []);
+        assert.deepEqual((await feed.read(users[0]!, 0, 10)).map((n) => n.data), [5, 6]);
+      }));
+
     it('presence: online until it expires, offline at once, across nodes', () =>
       use(async (feed, c) => {
         await feed.setOnline('n1', ['a', 'b'], c.now() + 1000);

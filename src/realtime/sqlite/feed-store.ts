@@ -33,6 +33,9 @@ const SCHEMA = [
      user_id TEXT NOT NULL, node TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (user_id, node)) WITHOUT ROWID`,
 ];
 
+/** Users whose old feed rows one prune transaction deletes (see prune). */
+const PRUNE_USERS_PER_TRANSACTION = 500;
+
 export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore {
   const file = openSqliteFile('openSqliteFeedStore', options, (db) =>
     db
@@ -77,9 +80,16 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
         ORDER BY u.user_id, f.cursor LIMIT ?`,
     ),
     setReported: db.prepare<[number, string]>('UPDATE sinho_feed_users SET reported = MAX(reported, ?) WHERE user_id = ?'),
-    pruneFeed: db.prepare<[number]>('DELETE FROM sinho_feed WHERE notification_id IN (SELECT id FROM sinho_notifications WHERE created_at < ?)'),
-    pruneNotifications: db.prepare<[number]>('DELETE FROM sinho_notifications WHERE created_at < ?'),
-    pruneOutbox: db.prepare<[number]>('DELETE FROM sinho_node_outbox WHERE created_at < ?'),
+    // Retention deletes a prefix in commit order (see prune below). Each of these walks its table in key order
+    // and stops at the first row to keep, so it reads what it deletes plus one row, never a whole table.
+    firstKeptNotification: db.prepare<[number], { id: number }>('SELECT id FROM sinho_notifications WHERE created_at >= ? ORDER BY id LIMIT 1'),
+    lastNotification: db.prepare<[], { id: number | null }>('SELECT MAX(id) AS id FROM sinho_notifications'),
+    feedUsersAfter: db.prepare<[string, number], string>('SELECT user_id FROM sinho_feed_users WHERE user_id > ? ORDER BY user_id LIMIT ?').pluck(),
+    firstKeptCursor: db.prepare<[string, number], { cursor: number }>('SELECT cursor FROM sinho_feed WHERE user_id = ? AND notification_id >= ? ORDER BY cursor LIMIT 1'),
+    pruneFeed: db.prepare<[string, number]>('DELETE FROM sinho_feed WHERE user_id = ? AND cursor < ?'),
+    pruneNotifications: db.prepare<[number]>('DELETE FROM sinho_notifications WHERE id < ?'),
+    firstKeptOutbox: db.prepare<[number, number], { seq: number }>('SELECT seq FROM sinho_node_outbox WHERE created_at >= ? AND notification_id >= ? ORDER BY seq LIMIT 1'),
+    pruneOutbox: db.prepare<[number]>('DELETE FROM sinho_node_outbox WHERE seq < ?'),
     setOnline: db.prepare<[string, string, number]>('INSERT INTO sinho_presence (user_id, node, expires_at) VALUES (?, ?, ?) ON CONFLICT (user_id, node) DO UPDATE SET expires_at = excluded.expires_at'),
     setOffline: db.prepare<[string, string]>('DELETE FROM sinho_presence WHERE user_id = ? AND node = ?'),
     online: db.prepare<[string, number], { user_id: string }>('SELECT DISTINCT user_id FROM sinho_presence WHERE user_id IN (SELECT value FROM json_each(?)) AND expires_at > ?'),
@@ -204,11 +214,30 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
         for (const { userId, cursor } of reported) s.setReported.run(cursor, userId);
       }).immediate();
     },
+    // Notifications, feed rows and outbox rows are written in commit order: ids, each user's cursors and outbox
+    // seqs grow together, and so does created_at while the clock does not go back. So retention deletes, in each
+    // table, everything before the first row to keep. (The first version deleted `WHERE created_at < ?` and
+    // `notification_id IN (...)`: full scans, without an index on either column, which blocked moim's worker for
+    // a second every minute after 300,000 joins, and would grow with 30 days of feeds. An index on
+    // sinho_feed.notification_id would cost a B-tree insert per recipient on the publish path.) If the clock went
+    // back, a few notifications younger than `before` that were committed before an older one go early; a feed
+    // row never outlives its notification. Feed rows are deleted user by user, PRUNE_USERS_PER_TRANSACTION at a
+    // time, each batch its own short transaction, so publishes go on in between; notifications go last.
     prune: async (before, outboxBefore) => {
+      const keep = s.firstKeptNotification.get(before)?.id ?? (s.lastNotification.get()?.id ?? 0) + 1;
+      for (let after = ''; ; ) {
+        const users = s.feedUsersAfter.all(after, PRUNE_USERS_PER_TRANSACTION);
+        if (users.length === 0) break;
+        db.transaction(() => {
+          for (const user of users) s.pruneFeed.run(user, s.firstKeptCursor.get(user, keep)?.cursor ?? Number.MAX_SAFE_INTEGER);
+        }).immediate();
+        after = users.at(-1)!;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
       const run = db.transaction(() => {
-        s.pruneFeed.run(before);
-        const deleted = s.pruneNotifications.run(before).changes;
-        s.pruneOutbox.run(outboxBefore);
+        // Outbox rows of deleted notifications go too, whatever outboxBefore says.
+        s.pruneOutbox.run(s.firstKeptOutbox.get(outboxBefore, keep)?.seq ?? Number.MAX_SAFE_INTEGER);
+        const deleted = s.pruneNotifications.run(keep).changes;
         s.expirePresence.run(now());
         return deleted;
       });
