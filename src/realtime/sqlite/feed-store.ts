@@ -70,14 +70,21 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
     // One statement for the whole sweep (it used to run one query per pending user): the partial index holds
     // only users with notifications neither acknowledged nor reported yet, and LIMIT stops the walk early.
     // The join order is forced (INDEXED BY, CROSS JOIN): without statistics SQLite would scan the whole feed.
-    undelivered: db.prepare<[number, number], { user_id: string; cursor: number; source_id: string; type: string; at: number }>(
+    // A user's notifications are stored in cursor order, so when the first unreported one is not due, none is:
+    // the correlated subquery looks at that one row and skips the user. Without it, a sweep walked every
+    // pending row of every user while they were all younger than undeliveredAfterMs (moim's worker: 340 ms
+    // a second with nobody connected).
+    undelivered: db.prepare<[{ before: number; limit: number }], { user_id: string; cursor: number; source_id: string; type: string; at: number }>(
       `SELECT f.user_id AS user_id, f.cursor AS cursor, n.source_id AS source_id, n.type AS type, n.created_at AS at
          FROM sinho_feed_users u INDEXED BY sinho_feed_users_pending
          CROSS JOIN sinho_feed f CROSS JOIN sinho_notifications n
         WHERE u.head > u.acked AND u.head > u.reported
+          AND (SELECT n1.created_at FROM sinho_feed f1 CROSS JOIN sinho_notifications n1
+                WHERE f1.user_id = u.user_id AND f1.cursor > MAX(u.acked, u.reported) AND n1.id = f1.notification_id
+                ORDER BY f1.cursor LIMIT 1) <= @before
           AND f.user_id = u.user_id AND f.cursor > MAX(u.acked, u.reported)
-          AND n.id = f.notification_id AND n.created_at <= ?
-        ORDER BY u.user_id, f.cursor LIMIT ?`,
+          AND n.id = f.notification_id AND n.created_at <= @before
+        ORDER BY u.user_id, f.cursor LIMIT @limit`,
     ),
     setReported: db.prepare<[number, string]>('UPDATE sinho_feed_users SET reported = MAX(reported, ?) WHERE user_id = ?'),
     // Retention deletes a prefix in commit order (see prune below). Each of these walks its table in key order
@@ -207,7 +214,7 @@ export function openSqliteFeedStore(options: SqliteFeedStoreOptions): FeedStore 
       })),
     nodeHead: async (node) => s.nodeHead.get(node)?.seq ?? 0,
     findUndelivered: async (before, limit): Promise<UndeliveredNotification[]> =>
-      s.undelivered.all(before, limit).map((d) => ({ userId: d.user_id, cursor: d.cursor, sourceId: d.source_id, type: d.type, at: d.at })),
+      s.undelivered.all({ before, limit }).map((d) => ({ userId: d.user_id, cursor: d.cursor, sourceId: d.source_id, type: d.type, at: d.at })),
     markReported: async (reported) => {
       if (reported.length === 0) return;
       db.transaction(() => {
