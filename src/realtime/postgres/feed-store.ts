@@ -245,7 +245,10 @@ export async function openPostgresFeedStore(options: PostgresFeedStoreOptions = 
     prune: (before, outboxBefore) =>
       inTransaction(pool, async (client) => {
         await client.query(`DELETE FROM ${s}.feed WHERE notification_id IN (SELECT id FROM ${s}.feed_notifications WHERE created_at < $1)`, [before]);
-        await client.query(`DELETE FROM ${s}.feed_outbox WHERE created_at < $1 OR notification_id IN (SELECT id FROM ${s}.feed_notifications WHERE created_at < $2)`, [outboxBefore, before]);
+        // An outbox row has its notification's created_at (one publish transaction writes both), so rows of the
+        // notifications retention deletes are those before `before`; one range on the created_at index (an OR with
+        // `notification_id IN (...)` read the whole outbox).
+        await client.query(`DELETE FROM ${s}.feed_outbox WHERE created_at < GREATEST($1::bigint, $2::bigint)`, [outboxBefore, before]);
         const deleted = await client.query(`DELETE FROM ${s}.feed_notifications WHERE created_at < $1`, [before]);
         await client.query(`DELETE FROM ${s}.feed_presence WHERE expires_at <= $1`, [now()]);
         return deleted.rowCount ?? 0;
