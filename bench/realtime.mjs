@@ -98,19 +98,31 @@ class Accounting {
   }
 }
 
-async function connectSinho(url, accounting) {
-  const clients = [];
+/**
+ * Connects CLIENTS users, 250 at a time: `open(user)` starts one connection and returns it with a promise of
+ * its opening. Resolves with every connection once all are open.
+ */
+async function connectAll(open) {
+  const connections = [];
   for (let u = 0; u < CLIENTS; u += 250) {
     const batch = [];
     for (let i = u; i < Math.min(CLIENTS, u + 250); i++) {
-      const user = String(i);
-      const client = new FeedClient({ url, token: user, cursor: 0, WebSocket, ackIntervalMs: 500, autoAck: process.env.NO_ACK !== '1' });
-      batch.push(new Promise((resolve) => client.on('open', resolve)));
-      client.on('notification', (n) => accounting.record(user, n.data));
-      clients.push(client.start());
+      const { connection, opened } = open(String(i));
+      batch.push(opened);
+      connections.push(connection);
     }
     await Promise.all(batch);
   }
+  return connections;
+}
+
+async function connectSinho(url, accounting) {
+  const clients = await connectAll((user) => {
+    const client = new FeedClient({ url, token: user, cursor: 0, WebSocket, ackIntervalMs: 500, autoAck: process.env.NO_ACK !== '1' });
+    const opened = new Promise((resolve) => client.on('open', resolve));
+    client.on('notification', (n) => accounting.record(user, n.data));
+    return { connection: client.start(), opened };
+  });
   return {
     duplicatesDropped: () => clients.reduce((n, c) => n + c.duplicates, 0),
     close: () => clients.forEach((c) => c.close()),
@@ -118,35 +130,21 @@ async function connectSinho(url, accounting) {
 }
 
 async function connectSocketIo(url, accounting) {
-  const sockets = [];
-  for (let u = 0; u < CLIENTS; u += 250) {
-    const batch = [];
-    for (let i = u; i < Math.min(CLIENTS, u + 250); i++) {
-      const user = String(i);
-      const socket = socketIo(url, { transports: ['websocket'], auth: { token: user }, forceNew: true, reconnection: true });
-      batch.push(new Promise((resolve) => socket.once('connect', resolve)));
-      socket.on('notification', (n) => accounting.record(user, n.data));
-      sockets.push(socket);
-    }
-    await Promise.all(batch);
-  }
+  const sockets = await connectAll((user) => {
+    const socket = socketIo(url, { transports: ['websocket'], auth: { token: user }, forceNew: true, reconnection: true });
+    socket.on('notification', (n) => accounting.record(user, n.data));
+    return { connection: socket, opened: new Promise((resolve) => socket.once('connect', resolve)) };
+  });
   return { duplicatesDropped: () => 0, close: () => sockets.forEach((s) => s.close()) };
 }
 
 /** The ceiling's clients: plain `ws`, one JSON.parse per frame (the user in the URL: it is a benchmark, not a login). */
 async function connectRawWs(url, accounting) {
-  const sockets = [];
-  for (let u = 0; u < CLIENTS; u += 250) {
-    const batch = [];
-    for (let i = u; i < Math.min(CLIENTS, u + 250); i++) {
-      const user = String(i);
-      const socket = new WebSocket(`${url}?user=${user}`);
-      batch.push(new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject)));
-      socket.on('message', (frame) => accounting.record(user, JSON.parse(frame).data));
-      sockets.push(socket);
-    }
-    await Promise.all(batch);
-  }
+  const sockets = await connectAll((user) => {
+    const socket = new WebSocket(`${url}?user=${user}`);
+    socket.on('message', (frame) => accounting.record(user, JSON.parse(frame).data));
+    return { connection: socket, opened: new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject)) };
+  });
   return { duplicatesDropped: () => 0, close: () => sockets.forEach((s) => s.terminate()) };
 }
 

@@ -218,7 +218,7 @@ export async function handleCommand<C, S, E extends DomainEvent>(
  * written evenly (moim's communities, joined one after another) crossed the same multiple together, and hundreds
  * of snapshots, each the whole state, were written in one burst that stalled the writer for a second.
  */
-export function snapshotPhase(stream: string, every: number): number {
+function snapshotPhase(stream: string, every: number): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < stream.length; i++) hash = Math.imul(hash ^ stream.charCodeAt(i), 0x01000193);
   return (hash >>> 0) % every;

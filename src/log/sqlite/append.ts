@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import { lookupKeys, planCommit } from '../plan.js';
 import type { AppendRequest, CommitResult, StoredEvent } from '../storage.js';
+import { withoutFsync } from './file.js';
 import { EVENT_COLUMNS } from './read.js';
 
 export interface AppendStatements {
@@ -54,13 +55,5 @@ export function commitBatch(
     if (plan.head !== head) s.setHead.run(plan.head);
     return { outcomes: plan.outcomes, head: plan.head, durability };
   });
-  if (durability === 'relaxed') {
-    db.pragma('synchronous = NORMAL');
-    try {
-      return run.immediate();
-    } finally {
-      db.pragma('synchronous = FULL');
-    }
-  }
-  return run.immediate();
+  return durability === 'relaxed' ? withoutFsync(db, () => run.immediate()) : run.immediate();
 }

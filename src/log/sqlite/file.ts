@@ -38,6 +38,21 @@ export interface SqliteFile {
   close(): Promise<void>;
 }
 
+/**
+ * Runs one write on `db` without an fsync of its own: `synchronous=NORMAL` for that write, then back to FULL.
+ * In WAL mode the write stays atomic and consistent; it becomes durable with the next FULL commit's fsync of
+ * the WAL, which covers every frame before it. For what may be lost to a power failure (relaxed appends,
+ * snapshots), never for what is acknowledged as durable.
+ */
+export function withoutFsync<T>(db: Database.Database, write: () => T): T {
+  db.pragma('synchronous = NORMAL');
+  try {
+    return write();
+  } finally {
+    db.pragma('synchronous = FULL');
+  }
+}
+
 /** `opener` names the public function in error messages; `setUp` runs once, synchronously, before the handler is shortened. */
 export function openSqliteFile(opener: string, options: SqliteFileOptions, setUp: (db: Database.Database) => void): SqliteFile {
   const path: unknown = options?.path;

@@ -12,7 +12,7 @@ import { prepareReadStatements, readAllPage, readStreamPage } from './read.js';
 import { migrate } from './schema.js';
 import { createSqliteSubscriptionStorage } from './subscription.js';
 import { retryingWhileBusy } from './busy.js';
-import { openSqliteFile, type SqliteFileOptions } from './file.js';
+import { openSqliteFile, withoutFsync, type SqliteFileOptions } from './file.js';
 
 export interface SqliteEventLogOptions extends EventLogOptions, SqliteFileOptions {
   /** How often another process's commits are noticed, ms. Default 200. */
@@ -43,17 +43,12 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
       return row && { key, revision: row.revision, state: JSON.parse(row.state) };
     },
     writeSnapshot: async (stream, snapshot) => {
-      // Relaxed, like a relaxed append (see append.ts): no fsync of its own. A snapshot is derived from events
-      // that are already durable; if power fails before the next durable commit flushes the WAL, loads fall back
-      // to the previous snapshot and the events. Writers that snapshot often (moim: every 50 joins of a
-      // community) otherwise paid one fsync per snapshot on their main thread, outside group commit.
+      // No fsync of its own, like a relaxed append: a snapshot is derived from events that are already durable;
+      // if power fails before the next durable commit flushes the WAL, loads fall back to the previous snapshot
+      // and the events. Writers that snapshot often (moim: every 50 joins of a community) otherwise paid one fsync
+      // per snapshot on their main thread, outside group commit.
       const state = JSON.stringify(snapshot.state);
-      db.pragma('synchronous = NORMAL');
-      try {
-        read.writeSnapshot.run(stream, snapshot.key, snapshot.revision, state, new Date().toISOString());
-      } finally {
-        db.pragma('synchronous = FULL');
-      }
+      withoutFsync(db, () => read.writeSnapshot.run(stream, snapshot.key, snapshot.revision, state, new Date().toISOString()));
     },
     truncateStream: async (stream, beforeRevision) => {
       read.truncate.run(stream, beforeRevision);
