@@ -125,6 +125,13 @@ export class RecentEvents {
     return this.coveredTo >= to ? page : undefined;
   }
 
+  /** The row at `position`, when it is held. */
+  rowAt(position: number): StoredEvent | undefined {
+    if (position < this.coveredFrom || position > this.coveredTo) return undefined;
+    const row = this.rows[this.firstAtOrAfter(position)];
+    return row?.position === position ? row : undefined;
+  }
+
   /** Index of the first row at or after `position` (rows are in position order; positions may have holes). */
   private firstAtOrAfter(position: number): number {
     let low = this.offset;

@@ -73,7 +73,8 @@ function validateLimit(limit: unknown): number {
   return assertNonNegativeInteger(limit, 'limit');
 }
 
-const recordedResults = new WeakMap<AppendResult, () => RecordedEvent[]>();
+/** The log each append result of this process came from (see recordedEventsOf). */
+const appendedBy = new WeakMap<AppendResult, StoredEventLog>();
 
 /**
  * The rows a stream's append stored, as a read would return them (JSON still as text), from the prepared events
@@ -89,12 +90,18 @@ function storedRowsOf(events: readonly PreparedEvent[] | undefined, outcome: Str
 
 /**
  * The events an append of this process just wrote, as a reader would get them
- * (upcast, metadata with its defaults), without reading them back; undefined
- * when the append stored nothing new (an idempotent repeat) or came from
- * elsewhere.
+ * (upcast, metadata with its defaults), without reading them back: from the
+ * log's recent events (see RecentEvents), which hold every commit of this
+ * process until 4,096 newer events push it out. Undefined when the append
+ * stored nothing new (an idempotent repeat), came from elsewhere, or is no
+ * longer held: then read the events by id.
+ *
+ * The result itself keeps no payload: callers that keep many results (a
+ * producer awaiting thousands of appends) would otherwise hold every event's
+ * data on the heap, and the garbage collector's pauses grow with it.
  */
 export function recordedEventsOf(result: AppendResult): RecordedEvent[] | undefined {
-  return recordedResults.get(result)?.();
+  return appendedBy.get(result)?.recordedEventsOf(result);
 }
 
 export class StoredEventLog implements EventLog {
@@ -179,14 +186,22 @@ export class StoredEventLog implements EventLog {
     return {
       streams: outcome.streams.map((s, i) => {
         const result: AppendResult = { ...s, durability: granted };
-        // What was just written is known here: a caller that needs the recorded events gets them without a read
-        // (built only when asked for, off the append path).
-        const events = prepared[i]?.events;
-        if (!s.alreadyStored && events?.length === s.events.length) recordedResults.set(result, () => storedRowsOf(events, s)!.map((row) => this.toRecorded(row)));
+        if (!s.alreadyStored && this.recent.enabled) appendedBy.set(result, this);
         return result;
       }),
       durability: granted,
     };
+  }
+
+  /** See the exported recordedEventsOf. */
+  recordedEventsOf(result: AppendResult): RecordedEvent[] | undefined {
+    const rows: StoredEvent[] = [];
+    for (const e of result.events) {
+      const row = this.recent.rowAt(e.position);
+      if (row?.id !== e.id) return undefined;
+      rows.push(row);
+    }
+    return rows.map((row) => this.toRecorded(row));
   }
 
   private toRecorded(row: StoredEvent): RecordedEvent {

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { NewEvent, RecordedEvent } from '../../src/index.js';
 import { createUpcasters, eventSchema } from '../../src/index.js';
+import { recordedEventsOf } from '../../src/log/stored-event-log.js';
 import { randomName } from '../support/services.js';
 import { rejectsWithCode, suiteLogs, type LogFactory } from '../support/logs.js';
 
@@ -332,6 +333,23 @@ export function eventLogConformance(name: string, factory: LogFactory, expectedD
       await log.truncateStream(a, 50);
       const after = await collect(log.readAll({ fromPosition: start, filter: { categories: ['recent'] } }));
       assert.deepEqual(after.map((e) => e.revision), written.filter((w) => w.stream === a && w.revision >= 50).map((w) => w.revision));
+    });
+
+    it('gives an append its recorded events without a read while the recent events hold them, and none after', async () => {
+      const log = await open({ recentEvents: 8 });
+      const s = stream('recorded');
+      const result = await log.append(s, [ev('A', { i: 1, nested: { list: [1, 'two'] } }), ev('B', { i: 2 }, { metadata: { actor: 'u' } })]);
+      const recorded = recordedEventsOf(result);
+      assert.ok(recorded, 'held right after the append');
+      assert.deepEqual(recorded, await log.readEvents(result.events.map((e) => e.id)));
+      const repeat = await log.append(s, [ev('A', { i: 1, nested: { list: [1, 'two'] } }, { id: result.events[0]!.id })]);
+      assert.equal(repeat.alreadyStored, true);
+      assert.equal(recordedEventsOf(repeat), undefined, 'an idempotent repeat wrote nothing');
+      // Eight newer events push it out: callers read it back instead (handleCommand does).
+      for (let i = 0; i < 4; i++) await log.append(stream('recordedother'), [ev('X'), ev('Y')]);
+      assert.equal(recordedEventsOf(result), undefined);
+      const off = await open({ recentEvents: 0 });
+      assert.equal(recordedEventsOf(await off.append(stream('recorded'), [ev('A')])), undefined);
     });
 
     it('upcasts old schema versions on read and stamps new events with the latest version', async () => {
