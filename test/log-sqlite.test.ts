@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { openSqliteEventLog } from '../src/log/sqlite/index.js';
-import { eventLogConformance } from './conformance/event-log.js';
+import { collect, eventLogConformance } from './conformance/event-log.js';
+import { MIGRATIONS } from '../src/log/sqlite/schema.js';
 import { aggregateConformance } from './conformance/aggregate.js';
 import { followsThroughAnotherWriter } from './support/logs.js';
 import { subscriptionConformance, type ProjectionFixture } from './conformance/subscription.js';
@@ -194,5 +195,63 @@ describe('sqlite: background checkpoints', () => {
       await log.close();
     }
     assert.throws(() => openSqliteEventLog({ path, backgroundCheckpointMs: 0 }), /backgroundCheckpointMs/);
+  });
+});
+
+describe('sqlite: migrating a file written before stream chains (schema 4)', () => {
+  it('links every stored event into its stream chain, keeps truncations, and reads and appends as before', async () => {
+    const path = join(dir, `log-${n++}.sqlite`);
+    const old = new Database(path);
+    old.pragma('journal_mode = WAL');
+    old.exec('CREATE TABLE sinho_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
+    for (const m of MIGRATIONS.filter((m) => m.version <= 4)) {
+      old.exec(m.sql);
+      old.prepare('INSERT INTO sinho_migrations VALUES (?, ?, ?)').run(m.version, m.name, new Date().toISOString());
+    }
+    // Three streams written the old way: `a` (200 events, truncated below 70), `b` (150), `c` (5, all truncated).
+    const insert = old.prepare(
+      "INSERT INTO sinho_events (position, id, stream, category, revision, type, schema_version, data, metadata, recorded_at) VALUES (?, ?, ?, 'old', ?, 'E', 1, ?, '{}', 0)",
+    );
+    const revisions = new Map<string, number>();
+    let position = 0;
+    for (let i = 0; i < 200; i++) {
+      for (const s of i < 5 ? ['old-a', 'old-b', 'old-c'] : i < 150 ? ['old-a', 'old-b'] : ['old-a']) {
+        const revision = (revisions.get(s) ?? -1) + 1;
+        revisions.set(s, revision);
+        position += 1;
+        insert.run(position, `00000000-0000-7000-8000-${String(position).padStart(12, '0')}`, s, revision, JSON.stringify({ r: revision }));
+      }
+    }
+    for (const [s, revision] of revisions) old.prepare('INSERT INTO sinho_streams (name, revision) VALUES (?, ?)').run(s, revision);
+    old.prepare('UPDATE sinho_head SET position = ?').run(position);
+    old.exec("DELETE FROM sinho_events WHERE stream = 'old-a' AND revision < 70; DELETE FROM sinho_events WHERE stream = 'old-c'");
+    old.close();
+
+    const log = openSqliteEventLog({ path, readPageSize: 9 });
+    paths.set(log, path);
+    try {
+      const read = async (s: string, options = {}) => (await collect(log.readStream(s, options))).map((e) => e.revision);
+      const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => from + k);
+      assert.deepEqual(await read('old-a'), range(70, 199));
+      assert.deepEqual(await read('old-a', { direction: 'backwards', from: 130, limit: 65 }), range(70, 130).reverse());
+      assert.deepEqual(await read('old-a', { from: 100, limit: 3 }), [100, 101, 102]);
+      assert.deepEqual(await read('old-b'), range(0, 149));
+      assert.deepEqual(await read('old-c'), []);
+      await log.append('old-a', [{ type: 'E', data: { r: 200 } }], { expectedRevision: 199 });
+      await log.append('old-c', [{ type: 'E', data: { r: 5 } }], { expectedRevision: 4 });
+      assert.deepEqual(await read('old-a', { direction: 'backwards', limit: 2 }), [200, 199]);
+      assert.deepEqual(await read('old-c'), [5]);
+      await log.truncateStream('old-b', 140);
+      assert.deepEqual(await read('old-b'), range(140, 149));
+      withDb(log, (db) => {
+        assert.equal((db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'sinho_events_stream_revision'").get() as { n: number }).n, 0);
+        assert.deepEqual(
+          (db.prepare("SELECT revision FROM sinho_stream_marks WHERE stream = 'old-a' ORDER BY revision").all() as { revision: number }[]).map((r) => r.revision),
+          [128, 192],
+        );
+      });
+    } finally {
+      await log.close();
+    }
   });
 });

@@ -335,6 +335,50 @@ export function eventLogConformance(name: string, factory: LogFactory, expectedD
       assert.deepEqual(after.map((e) => e.revision), written.filter((w) => w.stream === a && w.revision >= 50).map((w) => w.revision));
     });
 
+    it('reads any range of a long interleaved stream, both ways, before and after truncations', async () => {
+      const log = await open({ readPageSize: 7 });
+      const a = stream('long');
+      const b = stream('long');
+      for (let i = 0; i < 300; i += 10) {
+        await log.appendMulti([
+          { stream: a, events: Array.from({ length: 10 }, (_, k) => ev('A', { r: i + k })) },
+          { stream: b, events: [ev('B', { i })] },
+        ]);
+      }
+      const revisions = async (options: { direction?: 'forwards' | 'backwards'; from?: number; limit?: number }) =>
+        (await collect(log.readStream(a, options))).map((e) => {
+          assert.equal((e.data as { r: number }).r, e.revision);
+          return e.revision;
+        });
+      const range = (from: number, to: number) => (from <= to ? Array.from({ length: to - from + 1 }, (_, k) => from + k) : Array.from({ length: from - to + 1 }, (_, k) => from - k));
+      const check = async (first: number, last: number) => {
+        assert.deepEqual(await revisions({}), range(first, last));
+        assert.deepEqual(await revisions({ direction: 'backwards' }), range(last, first));
+        for (const from of [0, 1, 63, 64, 65, 127, 128, 200, 255, 256, last, last + 1]) {
+          for (const limit of [1, 5, 64, 70]) {
+            const forwards = range(Math.max(from, first), Math.min(last, Math.max(from, first) + limit - 1));
+            assert.deepEqual(await revisions({ from, limit }), Math.max(from, first) > last ? [] : forwards, `forwards from ${from}, limit ${limit}`);
+            const top = Math.min(from, last);
+            const backwards = top < first ? [] : range(top, Math.max(first, top - limit + 1));
+            assert.deepEqual(await revisions({ direction: 'backwards', from, limit }), backwards, `backwards from ${from}, limit ${limit}`);
+          }
+        }
+      };
+      await check(0, 299);
+      await log.truncateStream(a, 130);
+      await check(130, 299);
+      await log.truncateStream(a, 100); // below what is gone already: nothing changes
+      await check(130, 299);
+      await log.append(a, Array.from({ length: 40 }, (_, k) => ev('A', { r: 300 + k })));
+      await check(130, 339);
+      await log.truncateStream(a, 10_000); // past the end: every event goes, later appends stay
+      assert.deepEqual(await revisions({}), []);
+      assert.equal(await log.streamRevision(a), 339);
+      await log.append(a, [ev('A', { r: 340 })]);
+      assert.deepEqual(await revisions({}), [340]);
+      assert.equal((await collect(log.readStream(b))).length, 30);
+    });
+
     it('gives an append its recorded events without a read while the recent events hold them, and none after', async () => {
       const log = await open({ recentEvents: 8 });
       const s = stream('recorded');

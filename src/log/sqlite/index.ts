@@ -8,7 +8,7 @@ import type { LogStorage } from '../storage.js';
 import type { EventLog } from '../types.js';
 import { commitBatch, prepareAppendStatements } from './append.js';
 import { watchExternalCommits } from './notify.js';
-import { prepareReadStatements, readAllPage, readStreamPage } from './read.js';
+import { prepareReadStatements, readAllPage, readStreamPage, truncateStream } from './read.js';
 import { migrate } from './schema.js';
 import { createSqliteSubscriptionStorage } from './subscription.js';
 import { retryingWhileBusy } from './busy.js';
@@ -51,7 +51,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
       withoutFsync(db, () => read.writeSnapshot.run(stream, snapshot.key, snapshot.revision, state, new Date().toISOString()));
     },
     truncateStream: async (stream, beforeRevision) => {
-      read.truncate.run(stream, beforeRevision);
+      truncateStream(read, stream, beforeRevision);
     },
     watchExternalCommits: (onCommit) => watchExternalCommits(db, readHead, options.externalCommitCheckMs ?? 200, onCommit),
     close: () => file.close(),
