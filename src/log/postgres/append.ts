@@ -52,13 +52,17 @@ async function planAndWrite(
   revisions: ReadonlyMap<string, number>,
   stored: ReadonlyMap<string, StoredEvent>,
   onPlanned: (plan: CommitPlan) => void = () => {},
+  /** Outside a transaction the statement is its own: then a relaxed batch turns off the flush wait in it. */
+  ownTransaction = false,
 ): Promise<CommitResult | undefined> {
   const { streams, givenIds } = lookupKeys(batch);
   const plan = planCommit(batch, revisions, stored, 0);
   onPlanned(plan);
   const r = plan.rows;
+  // set_config(..., true) lasts for the statement's own transaction, whose commit is what reads the setting.
+  const relaxed = ownTransaction && durability === 'relaxed' ? ` FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed` : '';
   const { rows } = await db.query<{ head: number | null }>(
-    `SELECT ${schema}.append_planned($1::text[], $2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::uuid[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::int[], $12::json, $13::json, $14::text[], $15::bigint[], $16::bigint, $17::text) AS head`,
+    `SELECT ${schema}.append_planned($1::text[], $2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::uuid[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::int[], $12::json, $13::json, $14::text[], $15::bigint[], $16::bigint, $17::text) AS head${relaxed}`,
     [
       streams,
       streams.map((name) => revisions.get(name) ?? -1),
@@ -119,21 +123,23 @@ export async function appendInTransaction(
 }
 
 /**
- * One group commit as one transaction, planned before the lock is taken.
+ * One group commit, planned before the lock is taken.
  *
- * The head row lock is held from the moment it is granted until COMMIT has
+ * The head row lock is held from the moment it is granted until the commit has
  * flushed, and every other writer waits for it, so the fast path keeps that
- * window to one round trip plus the flush: (1) read the touched streams'
- * revisions and the caller-given ids without locking, (2) plan with
- * {@link planCommit} (positions relative to the head), (3) `append_planned`
- * locks the head, verifies that nothing the plan assumed has changed, and
- * writes. When an assumption changed (another writer touched the same
- * streams), nothing was written and the batch is re-planned under the lock,
- * which this transaction then holds ({@link appendInTransaction}). Either way
- * the outcome is exactly what planning under the lock would have given.
+ * window to one statement plus the flush: (1) read the touched streams'
+ * revisions and the caller-given ids without locking, outside any transaction,
+ * (2) plan with {@link planCommit} (positions relative to the head), (3) one
+ * `append_planned` statement, which is its own transaction: it locks the head,
+ * verifies that nothing the plan assumed has changed, writes, and commits. That
+ * is two round trips per batch; with BEGIN and COMMIT as statements of their own
+ * it was four, two of them while holding the lock. When an assumption changed
+ * (another writer touched the same streams), nothing was written and the batch
+ * is planned again under the lock in a transaction ({@link appendInTransaction}).
+ * Either way the outcome is exactly what planning under the lock would have given.
  *
- * PostgreSQL's default `synchronous_commit = on` makes COMMIT wait for the WAL
- * flush (durable); a relaxed batch turns it off for that transaction only.
+ * PostgreSQL's default `synchronous_commit = on` makes the commit wait for the WAL
+ * flush (durable); a relaxed batch turns it off for its own transaction only.
  */
 export async function commitBatch(
   pool: PgPool,
@@ -145,20 +151,17 @@ export async function commitBatch(
 ): Promise<CommitResult> {
   const owner = {};
   try {
+    const { streams, givenIds } = lookupKeys(batch);
+    const current = await pool.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [streams]);
+    const revisions = new Map<string, number>();
+    for (const row of current.rows) revisions.set(row.name, Number(row.revision));
+    inFlight.overlay(revisions, streams);
+    const stored = await readStoredIds(pool, schema, givenIds);
+    const fast = await planAndWrite(pool, schema, channel, batch, durability, revisions, stored, (plan) => inFlight.record(owner, plan.streamRevisions), true);
+    if (fast) return fast;
     return await inTransaction(
       pool,
-      async (client) => {
-        const { streams, givenIds } = lookupKeys(batch);
-        const current = await client.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [streams]);
-        const revisions = new Map<string, number>();
-        for (const row of current.rows) revisions.set(row.name, Number(row.revision));
-        inFlight.overlay(revisions, streams);
-        const stored = await readStoredIds(client, schema, givenIds);
-        return (
-          (await planAndWrite(client, schema, channel, batch, durability, revisions, stored, (plan) => inFlight.record(owner, plan.streamRevisions))) ??
-          (await appendInTransaction(client, schema, channel, batch, durability))
-        );
-      },
+      (client) => appendInTransaction(client, schema, channel, batch, durability),
       durability === 'relaxed' ? 'BEGIN; SET LOCAL synchronous_commit TO OFF' : 'BEGIN',
     );
   } finally {
