@@ -20,6 +20,12 @@ export interface HandleCommandOptions {
    * snapshot comes after 1 to `snapshotEvery` events, then one every `snapshotEvery`.
    */
   snapshotEvery?: number;
+  /**
+   * Called when writing a snapshot failed. The command's events are appended by then, so the command still
+   * succeeds: a snapshot only shortens later loads, which read the events instead. Default: a process warning
+   * (code `SINHO_SNAPSHOT_FAILED`).
+   */
+  onSnapshotError?: (error: unknown, snapshot: { stream: string; revision: number }) => void;
   /** Metadata for every appended event (correlation, causation, actor, headers). */
   metadata?: EventMetadata;
   durability?: 'durable' | 'relaxed';
@@ -102,6 +108,9 @@ function validateOptions(options: HandleCommandOptions): void {
   }
   if (snapshotEvery !== undefined && (!Number.isSafeInteger(snapshotEvery) || snapshotEvery < 1)) {
     throw new InvalidInput('INVALID_ARGUMENT', 'snapshotEvery must be an integer >= 1.');
+  }
+  if (options.onSnapshotError !== undefined && typeof options.onSnapshotError !== 'function') {
+    throw new InvalidInput('INVALID_ARGUMENT', 'onSnapshotError must be a function.');
   }
 }
 
@@ -188,7 +197,7 @@ export async function handleCommand<C, S, E extends DomainEvent>(
         const k = options.snapshotEvery;
         const phase = snapshotPhase(stream, k);
         if (Math.floor((appended.revision + 1 + phase) / k) > Math.floor((loaded.revision + 1 + phase) / k)) {
-          await log.writeSnapshot(stream, { key: snapshotKey(decider), revision: appended.revision, state: state as JsonValue });
+          await writeSnapshotAfter(log, stream, { key: snapshotKey(decider), revision: appended.revision, state: state as JsonValue }, options.onSnapshotError);
         }
       }
       return { events: recorded as CommandResult<S, E>['events'], state, revision: appended.revision, alreadyHandled: appended.alreadyStored };
@@ -211,6 +220,28 @@ export async function handleCommand<C, S, E extends DomainEvent>(
     { stream, attempts: maxAttempts },
     { cause: lastConflict },
   );
+}
+
+/**
+ * Writes a snapshot after a command's events were appended. A failure is reported, not thrown: turning it into the
+ * command's error would tell the caller that a command failed whose events are stored (and a retry would then
+ * decide again on a state that already includes them).
+ */
+async function writeSnapshotAfter(
+  log: EventLog,
+  stream: string,
+  snapshot: { key: string; revision: number; state: JsonValue },
+  onError: HandleCommandOptions['onSnapshotError'],
+): Promise<void> {
+  try {
+    await log.writeSnapshot(stream, snapshot);
+  } catch (error) {
+    if (onError) onError(error, { stream, revision: snapshot.revision });
+    else {
+      const message = error instanceof Error ? error.message : String(error);
+      process.emitWarning(`Snapshot of stream "${stream}" at revision ${snapshot.revision} was not written: ${message}`, { code: 'SINHO_SNAPSHOT_FAILED' });
+    }
+  }
 }
 
 /**

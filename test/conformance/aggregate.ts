@@ -220,6 +220,25 @@ export function aggregateConformance(name: string, factory: LogFactory): void {
       );
     });
 
+    it('reports a snapshot it could not write and still returns the command, whose events are stored', async () => {
+      const log = await open();
+      const s = stream('account');
+      await handleCommand(log, account, s, { kind: 'open', owner: 'p' });
+      const failing = Object.create(log) as typeof log;
+      failing.writeSnapshot = async () => {
+        throw new Error('disk full');
+      };
+      const reported: { message: string; stream: string; revision: number }[] = [];
+      const onSnapshotError = (error: unknown, at: { stream: string; revision: number }) => reported.push({ message: (error as Error).message, ...at });
+      const result = await handleCommand(failing, account, s, { kind: 'deposit', amount: 5 }, { snapshotEvery: 1, onSnapshotError });
+      assert.equal(result.state.balance, 5);
+      assert.equal(result.revision, 1);
+      assert.deepEqual(reported, [{ message: 'disk full', stream: s, revision: 1 }]);
+      assert.deepEqual((await collect(log.readStream(s))).map((e) => e.type), ['Opened', 'Deposited']);
+      assert.equal(await log.readSnapshot(s, 'account@1'), undefined);
+      await assert.rejects(handleCommand(log, account, s, { kind: 'deposit', amount: 1 }, { onSnapshotError: 'log' as never }), { code: 'INVALID_ARGUMENT' });
+    });
+
     it('spreads the snapshots of streams that grow together, one every snapshotEvery events each', async () => {
       const log = await open();
       const every = 8;
