@@ -18,7 +18,8 @@ interface ChainWalk {
 }
 
 export interface ReadStatements {
-  db: Database.Database;
+  /** Runs `work` in a transaction (call `.immediate` to write); one wrapper for every call. */
+  transaction: Database.Transaction<(work: () => unknown) => unknown>;
   stream: Database.Statement<[string], StreamRow>;
   mark: Database.Statement<[string, number], { position: number }>;
   chainForwards: Database.Statement<[ChainWalk], StoredEvent>;
@@ -35,7 +36,6 @@ export interface ReadStatements {
   writeSnapshot: Database.Statement<[string, string, number, string, string]>;
   positionAt: Database.Statement<[number], { position: number | null }>;
 }
-
 
 /**
  * A stream's revisions [low, high]: from the event at `start`, down its chain (prev_position) until revision
@@ -54,7 +54,7 @@ export function prepareReadStatements(db: Database.Database): ReadStatements {
       `${CHAIN} SELECT ${EVENT_COLUMNS} FROM walk CROSS JOIN sinho_events ON position = walk.at WHERE walk.rev BETWEEN @low AND @high ORDER BY walk.at ${order}`,
     );
   return {
-    db,
+    transaction: db.transaction((work: () => unknown) => work()),
     stream: db.prepare('SELECT revision, last_position, first_revision FROM sinho_streams WHERE name = ?'),
     mark: db.prepare('SELECT position FROM sinho_stream_marks WHERE stream = ? AND revision = ?'),
     chainForwards: chain('ASC'),
@@ -90,7 +90,7 @@ function walkFor(s: ReadStatements, stream: string, row: StreamRow, low: number,
  * range of revisions.
  */
 export function readStreamPage(s: ReadStatements, q: StreamPageQuery): StoredEvent[] {
-  return s.db.transaction(() => {
+  return s.transaction(() => {
     const row = s.stream.get(q.stream);
     if (!row) return [];
     const forwards = q.direction === 'forwards';
@@ -98,23 +98,21 @@ export function readStreamPage(s: ReadStatements, q: StreamPageQuery): StoredEve
     const high = forwards ? Math.min(low + q.limit - 1, row.revision) : Math.min(q.fromRevision, row.revision);
     const walk = walkFor(s, q.stream, row, low, high);
     return walk ? (forwards ? s.chainForwards : s.chainBackwards).all(walk) : [];
-  })();
+  }) as StoredEvent[];
 }
 
 /** Deletes the stream's events below `beforeRevision`, walking its chain; later events keep their revisions. */
 export function truncateStream(s: ReadStatements, stream: string, beforeRevision: number): void {
-  s.db
-    .transaction(() => {
-      const row = s.stream.get(stream);
-      if (!row || beforeRevision <= row.first_revision) return;
-      // Never past the next revision: events appended later are not truncated.
-      const first = Math.min(beforeRevision, row.revision + 1);
-      const walk = walkFor(s, stream, row, row.first_revision, first - 1);
-      if (walk) for (const { position } of s.chainPositions.all(walk)) s.deleteEvent.run(position);
-      s.deleteMarks.run(stream, first);
-      s.setFirstRevision.run(first, stream);
-    })
-    .immediate();
+  s.transaction.immediate(() => {
+    const row = s.stream.get(stream);
+    if (!row || beforeRevision <= row.first_revision) return;
+    // Never past the next revision: events appended later are not truncated.
+    const first = Math.min(beforeRevision, row.revision + 1);
+    const walk = walkFor(s, stream, row, row.first_revision, first - 1);
+    if (walk) for (const { position } of s.chainPositions.all(walk)) s.deleteEvent.run(position);
+    s.deleteMarks.run(stream, first);
+    s.setFirstRevision.run(first, stream);
+  });
 }
 
 const filteredCache = new WeakMap<Database.Database, Map<string, Database.Statement>>();
