@@ -24,8 +24,7 @@ export interface ReadStatements {
   mark: Database.Statement<[string, number], { position: number }>;
   chainForwards: Database.Statement<[ChainWalk], StoredEvent>;
   chainBackwards: Database.Statement<[ChainWalk], StoredEvent>;
-  chainPositions: Database.Statement<[ChainWalk], { position: number }>;
-  deleteEvent: Database.Statement<[number]>;
+  deleteChain: Database.Statement<[ChainWalk]>;
   deleteMarks: Database.Statement<[string, number]>;
   setFirstRevision: Database.Statement<[number, string]>;
   all: Database.Statement<[number, number, number], StoredEvent>;
@@ -59,8 +58,7 @@ export function prepareReadStatements(db: Database.Database): ReadStatements {
     mark: db.prepare('SELECT position FROM sinho_stream_marks WHERE stream = ? AND revision = ?'),
     chainForwards: chain('ASC'),
     chainBackwards: chain('DESC'),
-    chainPositions: db.prepare(`${CHAIN} SELECT at AS position FROM walk WHERE rev BETWEEN @low AND @high`),
-    deleteEvent: db.prepare('DELETE FROM sinho_events WHERE position = ?'),
+    deleteChain: db.prepare(`${CHAIN} DELETE FROM sinho_events WHERE position IN (SELECT at FROM walk WHERE rev BETWEEN @low AND @high)`),
     deleteMarks: db.prepare('DELETE FROM sinho_stream_marks WHERE stream = ? AND revision < ?'),
     setFirstRevision: db.prepare('UPDATE sinho_streams SET first_revision = ? WHERE name = ?'),
     all: db.prepare(`SELECT ${EVENT_COLUMNS} FROM sinho_events WHERE position >= ? AND position <= ? ORDER BY position LIMIT ?`),
@@ -109,7 +107,7 @@ export function truncateStream(s: ReadStatements, stream: string, beforeRevision
     // Never past the next revision: events appended later are not truncated.
     const first = Math.min(beforeRevision, row.revision + 1);
     const walk = walkFor(s, stream, row, row.first_revision, first - 1);
-    if (walk) for (const { position } of s.chainPositions.all(walk)) s.deleteEvent.run(position);
+    if (walk) s.deleteChain.run(walk);
     s.deleteMarks.run(stream, first);
     s.setFirstRevision.run(first, stream);
   });
