@@ -29,6 +29,16 @@ async function admin() {
   return { connection, channel, close: () => connection.close().catch(() => {}) };
 }
 
+/** After a test: stops the relay, deletes what the test made on the broker (queues, then the exchange), closes the log. */
+async function cleanUp(relay: { stop(): Promise<void> }, log: { close(): Promise<void> }, made: { queues?: string[]; exchange: string }): Promise<void> {
+  await relay.stop();
+  const a = await admin();
+  for (const q of made.queues ?? []) await a.channel.deleteQueue(q).catch(() => {});
+  await a.channel.deleteExchange(made.exchange).catch(() => {});
+  await a.close();
+  await log.close();
+}
+
 describe('RabbitMQ relay', { skip, timeout: 480_000 }, () => {
   // Another file restarts the shared server: never at the same time as these tests.
   exclusiveDuringSuite('rabbitmq');
@@ -56,11 +66,8 @@ describe('RabbitMQ relay', { skip, timeout: 480_000 }, () => {
       assert.equal(m.properties.headers!.tenant, 't1');
       await until(() => relay.group.stats().lag === 0, 10_000, 'the checkpoint');
     } finally {
-      await relay.stop();
-      await a.channel.deleteQueue(queue).catch(() => {});
-      await a.channel.deleteExchange(exchange).catch(() => {});
       await a.close();
-      await log.close();
+      await cleanUp(relay, log, { queues: [queue], exchange });
     }
   });
 
@@ -79,11 +86,8 @@ describe('RabbitMQ relay', { skip, timeout: 480_000 }, () => {
       assert.equal(m.properties.correlationId, 'corr-2');
       assert.deepEqual(m.properties.headers, { tenant: 't2' });
     } finally {
-      await relay.stop();
-      await a.channel.deleteQueue(queue).catch(() => {});
-      await a.channel.deleteExchange(exchange).catch(() => {});
       await a.close();
-      await log.close();
+      await cleanUp(relay, log, { queues: [queue], exchange });
     }
   });
 
@@ -102,11 +106,7 @@ describe('RabbitMQ relay', { skip, timeout: 480_000 }, () => {
       assert.ok(returned.length >= 2, 'each attempt was surfaced');
       assert.equal(relay.stats().returned, returned.length);
     } finally {
-      await relay.stop();
-      const a = await admin();
-      await a.channel.deleteExchange(exchange).catch(() => {});
-      await a.close();
-      await log.close();
+      await cleanUp(relay, log, { exchange });
     }
   });
 
@@ -211,13 +211,8 @@ describe('RabbitMQ relay', { skip, timeout: 480_000 }, () => {
       assert.ok(relay.stats().reconnects >= 1);
       console.log(`# ${total} events, ${duplicates} duplicates after the restart, ${relay.stats().reconnects} reconnect(s)`);
     } finally {
-      await relay.stop();
       await consumer.close().catch(() => {});
-      const a = await admin();
-      await a.channel.deleteQueue(queue).catch(() => {});
-      await a.channel.deleteExchange(exchange).catch(() => {});
-      await a.close();
-      await log.close();
+      await cleanUp(relay, log, { queues: [queue], exchange });
     }
   });
 });
