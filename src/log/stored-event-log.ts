@@ -184,7 +184,7 @@ export class StoredEventLog implements EventLog {
     const { outcome, durability: granted } = await this.committer.enqueue({ appends: prepared }, durability);
     if (!outcome.ok) throw outcome.error;
     return {
-      streams: outcome.streams.map((s, i) => {
+      streams: outcome.streams.map((s) => {
         const result: AppendResult = { ...s, durability: granted };
         if (!s.alreadyStored && this.recent.enabled) appendedBy.set(result, this);
         return result;
