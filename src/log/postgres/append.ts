@@ -52,15 +52,14 @@ async function planAndWrite(
   revisions: ReadonlyMap<string, number>,
   stored: ReadonlyMap<string, StoredEvent>,
   onPlanned: (plan: CommitPlan) => void = () => {},
-  /** Outside a transaction the statement is its own: then a relaxed batch turns off the flush wait in it. */
-  ownTransaction = false,
 ): Promise<CommitResult | undefined> {
   const { streams, givenIds } = lookupKeys(batch);
   const plan = planCommit(batch, revisions, stored, 0);
   onPlanned(plan);
   const r = plan.rows;
-  // set_config(..., true) lasts for the statement's own transaction, whose commit is what reads the setting.
-  const relaxed = ownTransaction && durability === 'relaxed' ? ` FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed` : '';
+  // A relaxed batch does not wait for the WAL flush: set_config(..., true) lasts until the end of the current
+  // transaction (the statement's own on the fast path, the caller's on the locked path), whose commit reads it.
+  const relaxed = durability === 'relaxed' ? ` FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed` : '';
   const { rows } = await db.query<{ head: number | null }>(
     `SELECT ${schema}.append_planned($1::text[], $2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::uuid[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::int[], $12::json, $13::json, $14::text[], $15::bigint[], $16::bigint, $17::text) AS head${relaxed}`,
     [
@@ -139,7 +138,8 @@ export async function appendInTransaction(
  * Either way the outcome is exactly what planning under the lock would have given.
  *
  * PostgreSQL's default `synchronous_commit = on` makes the commit wait for the WAL
- * flush (durable); a relaxed batch turns it off for its own transaction only.
+ * flush (durable); a relaxed batch turns it off in `append_planned`'s statement,
+ * for that transaction only.
  */
 export async function commitBatch(
   pool: PgPool,
@@ -157,13 +157,9 @@ export async function commitBatch(
     for (const row of current.rows) revisions.set(row.name, Number(row.revision));
     inFlight.overlay(revisions, streams);
     const stored = await readStoredIds(pool, schema, givenIds);
-    const fast = await planAndWrite(pool, schema, channel, batch, durability, revisions, stored, (plan) => inFlight.record(owner, plan.streamRevisions), true);
+    const fast = await planAndWrite(pool, schema, channel, batch, durability, revisions, stored, (plan) => inFlight.record(owner, plan.streamRevisions));
     if (fast) return fast;
-    return await inTransaction(
-      pool,
-      (client) => appendInTransaction(client, schema, channel, batch, durability),
-      durability === 'relaxed' ? 'BEGIN; SET LOCAL synchronous_commit TO OFF' : 'BEGIN',
-    );
+    return await inTransaction(pool, (client) => appendInTransaction(client, schema, channel, batch, durability));
   } finally {
     inFlight.release(owner);
   }

@@ -39,11 +39,11 @@ export interface PgPool extends PgQueryable {
  * resolves, ROLLBACK when it throws. A connection whose ROLLBACK failed is
  * destroyed rather than returned to the pool.
  */
-export async function inTransaction<T>(pool: PgPool, work: (client: PgQueryable) => Promise<T>, begin = 'BEGIN'): Promise<T> {
+export async function inTransaction<T>(pool: PgPool, work: (client: PgQueryable) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
   try {
-    await client.query(begin);
+    await client.query('BEGIN');
     try {
       const result = await work(client);
       await client.query('COMMIT');

@@ -35,7 +35,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
     readStreamPage: async (q) => readStreamPage(read, q),
     readAllPage: async (q) => readAllPage(db, read, q),
     readEventsById: async (ids) => read.byId.all(JSON.stringify(ids)),
-    streamRevision: async (stream) => read.streamRevision.get(stream)?.revision ?? -1,
+    streamRevision: async (stream) => read.stream.get(stream)?.revision ?? -1,
     headPosition: async () => readHead(),
     positionAt: async (time) => read.positionAt.get(time.getTime())?.position ?? readHead() + 1,
     readSnapshot: async (stream, key) => {

@@ -29,7 +29,6 @@ export interface ReadStatements {
   setFirstRevision: Database.Statement<[number, string]>;
   all: Database.Statement<[number, number, number], StoredEvent>;
   byId: Database.Statement<[string], StoredEvent>;
-  streamRevision: Database.Statement<[string], { revision: number }>;
   head: Database.Statement<[], { position: number }>;
   readSnapshot: Database.Statement<[string, string], { revision: number; state: string }>;
   writeSnapshot: Database.Statement<[string, string, number, string, string]>;
@@ -63,7 +62,6 @@ export function prepareReadStatements(db: Database.Database): ReadStatements {
     setFirstRevision: db.prepare('UPDATE sinho_streams SET first_revision = ? WHERE name = ?'),
     all: db.prepare(`SELECT ${EVENT_COLUMNS} FROM sinho_events WHERE position >= ? AND position <= ? ORDER BY position LIMIT ?`),
     byId: db.prepare(`SELECT ${EVENT_COLUMNS} FROM sinho_events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY position`),
-    streamRevision: db.prepare('SELECT revision FROM sinho_streams WHERE name = ?'),
     head: db.prepare('SELECT position FROM sinho_head WHERE singleton = 1'),
     readSnapshot: db.prepare('SELECT revision, state FROM sinho_snapshots WHERE stream = ? AND key = ?'),
     writeSnapshot: db.prepare(

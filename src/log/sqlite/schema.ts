@@ -5,6 +5,12 @@
  */
 import type Database from 'better-sqlite3';
 
+/**
+ * Every MARK_EVERY-th revision of a stream (0, 64, 128, …) has a row in sinho_stream_marks (migration 5). Files
+ * hold marks at this spacing, so changing it needs a migration that rewrites them.
+ */
+export const MARK_EVERY = 64;
+
 export const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
   {
     version: 1,
@@ -130,14 +136,11 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         last_position = (SELECT e.position FROM sinho_events e WHERE e.stream = sinho_streams.name AND e.revision = sinho_streams.revision),
         first_revision = COALESCE((SELECT MIN(e.revision) FROM sinho_events e WHERE e.stream = sinho_streams.name), sinho_streams.revision + 1);
       INSERT INTO sinho_stream_marks (stream, revision, position)
-        SELECT stream, revision, position FROM sinho_events WHERE revision % 64 = 0;
+        SELECT stream, revision, position FROM sinho_events WHERE revision % ${MARK_EVERY} = 0;
       DROP INDEX sinho_events_stream_revision;
     `,
   },
 ];
-
-/** Every MARK_EVERY-th revision of a stream (0, 64, 128, …) has a row in sinho_stream_marks. */
-export const MARK_EVERY = 64;
 
 export function migrate(db: Database.Database): void {
   db.exec('CREATE TABLE IF NOT EXISTS sinho_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
