@@ -96,7 +96,7 @@ function driver() {
       const count = Math.round(rate * seconds);
       const done = new Promise((resolve) => (waiter = { target: count, resolve }));
       const t0 = now();
-      // Only completions are counted: keeping every send's result until the end held ~80,000 results on the
+      // Only completions are counted: keeping every send's result until the end held about 100,000 results on the
       // heap (a BullMQ Job keeps its data), and the garbage collector's pauses grew with it for all systems.
       let pending = 0;
       let failed;
