@@ -46,6 +46,9 @@ const env = {
 };
 
 const processes = [];
+/** How long a role may take to come up, and a check request to answer: past that the cluster fails, naming what hung, instead of hanging. */
+const ROLE_START_MS = 60_000;
+const REQUEST_MS = 30_000;
 /** Starts `moim start --role ...` and resolves with its first IPC message (the role is up) unless `wait` is false. */
 function role(name, argv, wait = true) {
   const child = fork(main, ['start', ...argv], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -57,8 +60,9 @@ function role(name, argv, wait = true) {
   });
   if (!wait) return Promise.resolve(entry);
   return new Promise((resolve, reject) => {
-    child.once('message', (message) => resolve({ ...entry, message, entry }));
-    child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was up`)));
+    const timer = setTimeout(() => reject(new Error(`${name} was not up within ${ROLE_START_MS / 1000} s`)), ROLE_START_MS);
+    child.once('message', (message) => (clearTimeout(timer), resolve({ ...entry, message, entry })));
+    child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`${name} exited (${code}) before it was up`))));
   });
 }
 
@@ -130,6 +134,7 @@ async function check({ apis, gateways, workerA }) {
       method,
       headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
       body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(REQUEST_MS),
     });
     const text = await res.text();
     return { status: res.status, body: text ? JSON.parse(text) : {} };
@@ -187,7 +192,7 @@ async function check({ apis, gateways, workerA }) {
   expect((await http(0, 'GET', '/me', seo.token)).status === 401, "API 1 refuses seo's token at once");
 
   // The read models caught up; the history verifies against them.
-  await until(async () => (await fetch(`${apis[0]}/metrics`)).text(), (m) => /sinho_consumer_group_lag\{group="moim-read-models@v2"\} 0/.test(m), 'the read models to catch up');
+  await until(async () => (await fetch(`${apis[0]}/metrics`, { signal: AbortSignal.timeout(REQUEST_MS) })).text(), (m) => /sinho_consumer_group_lag\{group="moim-read-models@v2"\} 0/.test(m), 'the read models to catch up');
   const verify = spawn(process.execPath, [main, 'verify'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   let report = '';
   verify.stdout.on('data', (d) => (report += d));
