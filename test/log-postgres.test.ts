@@ -66,6 +66,53 @@ describe('postgres: two processes writing one log', { skip }, () => {
   });
 });
 
+describe('postgres: wake-ups through LISTEN/NOTIFY', { skip }, () => {
+  it('wakes a follower of one log when another log commits, with no re-check of the head to fall back on', async () => {
+    // recheckIntervalMs 0: no periodic head read, so only the notification can wake the follower. (A log skips the
+    // notifications of its own connections' commits; the conformance suite checks that its own follower then reads
+    // nothing from the store.)
+    const mine = await factory({ recheckIntervalMs: 0 });
+    const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(mine)!, poolSize: 4, recheckIntervalMs: 0 });
+    try {
+      const seen: number[] = [];
+      let wake: (() => void) | undefined;
+      const controller = new AbortController();
+      const following = (async () => {
+        for await (const e of mine.follow({ fromPosition: (await mine.headPosition()) + 1, signal: controller.signal })) {
+          seen.push(e.position);
+          wake?.();
+        }
+      })();
+      const seenWithin = (count: number, ms: number) =>
+        new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(seen.length >= count), ms);
+          wake = () => seen.length >= count && (clearTimeout(timer), resolve(true));
+        });
+      // The LISTEN connection comes up in the background: append until the first wake-up arrives.
+      let listening = false;
+      for (let i = 0; i < 50 && !listening; i++) {
+        const waiting = seenWithin(1, 100);
+        await other.append('wake-1', [{ type: 'First', data: { i } }]);
+        listening = await waiting;
+      }
+      assert.ok(listening, 'the follower never woke');
+      for (let i = 0; i < 5; i++) {
+        const count = seen.length + 1;
+        const waiting = seenWithin(count, 5000);
+        const started = performance.now();
+        await other.append('wake-1', [{ type: 'Next', data: { i } }]);
+        assert.ok(await waiting, `commit ${i} of the other log did not wake the follower`);
+        assert.ok(performance.now() - started < 2000);
+      }
+      controller.abort();
+      await following;
+    } finally {
+      await other.close();
+      await mine.close();
+    }
+  });
+});
+
 describe('postgres readAll pages on a table the planner has no statistics for', { skip }, () => {
   it('plans every unfiltered page as an ordered index scan that stops at the page, reads filtered pages span by span, and keeps the window bound', async () => {
     const log = await factory();

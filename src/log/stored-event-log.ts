@@ -281,8 +281,13 @@ export class StoredEventLog implements EventLog {
         // contiguous prefix (every adapter commits in position order), so once a
         // window up to `head` is read, nothing at or below `head` can appear later.
         let scanned = fromPosition - 1;
+        // The store's head is read once; after that the head is what the wait reports: a commit of this process
+        // (its rows are in RecentEvents already) or another's, announced by the adapter's wake-up or found by the
+        // wait's periodic re-check. Reading the store's head on every wake-up cost a round trip per commit on
+        // PostgreSQL, and it could see a batch of this process that had committed but not yet been handed back,
+        // whose window then had to be read from the store.
+        let head = await self.storage.headPosition();
         while (!signal?.aborted && !self.closed) {
-          const head = await self.storage.headPosition();
           while (scanned < head && !signal?.aborted) {
             const query = { fromPosition: scanned + 1, toPosition: head, limit: self.pageSize, filter };
             const page = self.recent.page(query) ?? (await self.readWindow(query));
@@ -293,7 +298,7 @@ export class StoredEventLog implements EventLog {
             scanned = page.length < self.pageSize ? head : page[page.length - 1]!.position;
           }
           if (signal?.aborted || self.closed) return;
-          await self.waitForCommit(scanned, { signal });
+          head = await self.waitForHead(scanned, { signal }, false);
         }
       },
     };
@@ -354,6 +359,17 @@ export class StoredEventLog implements EventLog {
   waitForCommit(afterPosition: number, options: WaitOptions = {}): Promise<number> {
     this.assertOpen();
     assertNonNegativeInteger(afterPosition, 'afterPosition');
+    return this.waitForHead(afterPosition, options, true);
+  }
+
+  /**
+   * Resolves with a head above `afterPosition` (every position up to it is committed and readable), or with the
+   * known head when aborted, timed out or closed. `readNow`: also read the store's head at once, for a caller whose
+   * position may come from a commit this log has not been told about yet (another process's, whose wake-up is
+   * still on its way). A follower does without: a commit it has not heard of reaches it like one made while it
+   * waits, through the adapter's wake-up or the periodic re-check.
+   */
+  private waitForHead(afterPosition: number, options: WaitOptions, readNow: boolean): Promise<number> {
     if (this.knownHead > afterPosition) return Promise.resolve(this.knownHead);
     return new Promise<number>((resolve, reject) => {
       const timers: NodeJS.Timeout[] = [];
@@ -380,8 +396,7 @@ export class StoredEventLog implements EventLog {
           }, this.storage.recheckIntervalMs),
         );
       }
-      // The head may have moved between the caller's read and now.
-      this.storage.headPosition().then((head) => this.headAdvanced(head), reject);
+      if (readNow) this.storage.headPosition().then((head) => this.headAdvanced(head), reject);
     });
   }
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { NewEvent, RecordedEvent } from '../../src/index.js';
 import { createUpcasters, eventSchema } from '../../src/index.js';
-import { recordedEventsOf } from '../../src/log/stored-event-log.js';
+import { recordedEventsOf, storageOf } from '../../src/log/stored-event-log.js';
 import { randomName } from '../support/services.js';
 import { rejectsWithCode, suiteLogs, type LogFactory } from '../support/logs.js';
 
@@ -377,6 +377,41 @@ export function eventLogConformance(name: string, factory: LogFactory, expectedD
       await log.append(a, [ev('A', { r: 340 })]);
       assert.deepEqual(await revisions({}), [340]);
       assert.equal((await collect(log.readStream(b))).length, 30);
+    });
+
+    it('serves a follower of this log\'s own commits without reading the head or the events from the store', async () => {
+      const log = await open();
+      const storage = storageOf(log);
+      const s = stream('ownfollow');
+      await log.append(s, [ev('Before')]);
+      const start = await log.headPosition();
+      const counts = { headPosition: 0, readAllPage: 0 };
+      const { headPosition, readAllPage } = storage;
+      // The store's methods are counted from here on; the follower reads the head once when it starts.
+      storage.headPosition = () => (counts.headPosition++, headPosition.call(storage));
+      storage.readAllPage = (q) => (counts.readAllPage++, readAllPage.call(storage, q));
+      try {
+        const controller = new AbortController();
+        const seen: number[] = [];
+        let started!: () => void;
+        const ready = new Promise<void>((r) => (started = r));
+        const following = (async () => {
+          for await (const e of log.follow({ fromPosition: start, signal: controller.signal })) {
+            if (e.position === start) started();
+            else seen.push(e.revision);
+            if (seen.length === 30) controller.abort();
+          }
+        })();
+        await ready;
+        const before = { ...counts };
+        for (let i = 0; i < 30; i++) await log.append(s, [ev('Tick', { i })]);
+        await following;
+        assert.deepEqual(seen, Array.from({ length: 30 }, (_, i) => i + 1));
+        assert.deepEqual(counts, before, 'each wake-up came with the committed head, and the rows were in memory');
+      } finally {
+        storage.headPosition = headPosition;
+        storage.readAllPage = readAllPage;
+      }
     });
 
     it('gives an append its recorded events without a read while the recent events hold them, and none after', async () => {

@@ -37,6 +37,12 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
   const pool = new pg.Pool({ ...clientConfig, max: options.poolSize ?? 10 }) as unknown as PgPool & pg.Pool;
   // An idle client's error (server restart) must not crash the process; the next query reconnects.
   (pool as pg.Pool).on('error', (error) => options.onBackgroundError?.(error));
+  // The backends of this pool, whose commits' notifications the LISTEN connection skips (see notify.ts).
+  // pg sets processID from the server's BackendKeyData at connect; @types/pg does not declare it.
+  const ownBackends = new Set<number | undefined>();
+  const backendOf = (client: object): number | undefined => (client as { processID?: number }).processID;
+  (pool as pg.Pool).on('connect', (client) => void ownBackends.add(backendOf(client)));
+  (pool as pg.Pool).on('remove', (client) => void ownBackends.delete(backendOf(client)));
   try {
     await migrate(pool, schema);
   } catch (error) {
@@ -88,7 +94,7 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
       await pool.query(`DELETE FROM ${schema}.events WHERE stream = $1 AND revision < $2`, [stream, beforeRevision]);
     },
     watchExternalCommits: (onCommit) =>
-      options.listen === false ? () => {} : watchExternalCommits(clientConfig, channel, onCommit, (e) => options.onBackgroundError?.(e)),
+      options.listen === false ? () => {} : watchExternalCommits(clientConfig, channel, onCommit, (e) => options.onBackgroundError?.(e), (pid) => ownBackends.has(pid)),
     close: () => pool.end(),
   };
   // Two batches of at most 128 events in flight: the next batch is planned and

@@ -13,6 +13,12 @@ export function watchExternalCommits(
   channel: string,
   onCommit: (head: number) => void,
   onError: (error: Error) => void,
+  /**
+   * Whether a backend process id is one of this log's own connections. Their commits are reported when the append
+   * returns, with the rows in hand; their notification often arrives first, and a follower woken by it would read
+   * from the store the rows it is about to be given.
+   */
+  isOwnBackend: (processId: number) => boolean = () => false,
 ): () => void {
   let stopped = false;
   let client: pg.Client | undefined;
@@ -24,6 +30,7 @@ export function watchExternalCommits(
     const c = new pg.Client(clientConfig);
     client = c;
     c.on('notification', (msg) => {
+      if (isOwnBackend(msg.processId)) return;
       const head = Number(msg.payload);
       if (Number.isSafeInteger(head)) onCommit(head);
     });
