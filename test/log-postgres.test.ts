@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { openPostgresEventLog } from '../src/log/postgres/index.js';
+import { RevisionGuesses } from '../src/log/postgres/append.js';
 import { FILTERED_SPAN, readAllPage } from '../src/log/postgres/read.js';
 import { PG_TYPES } from '../src/log/postgres/pg-types.js';
 import { eventLogConformance } from './conformance/event-log.js';
 import { aggregateConformance } from './conformance/aggregate.js';
-import { followsThroughAnotherWriter } from './support/logs.js';
+import { followsThroughAnotherWriter, rejectsWithCode } from './support/logs.js';
 import { subscriptionConformance, type ProjectionFixture } from './conformance/subscription.js';
 import pg from 'pg';
 import type { EventLog } from '../src/index.js';
@@ -60,6 +61,52 @@ describe('postgres: two processes writing one log', { skip }, () => {
       await followsThroughAnotherWriter(mine, other, reader);
     } finally {
       await reader.close();
+      await other.close();
+      await mine.close();
+    }
+  });
+});
+
+describe('postgres: revisions guessed from this process\'s own commits', () => {
+  it('overlays batches in flight on committed revisions, keeps the highest, forgets, clears and stays bounded', () => {
+    const guesses = new RevisionGuesses(3);
+    assert.deepEqual(guesses.guess(['a', 'b']), { revisions: new Map(), unknown: ['a', 'b'] });
+    guesses.commit(new Map([['a', 4], ['b', 1]]));
+    guesses.commit(new Map([['a', 2]])); // an earlier batch reporting late
+    const inFlight = {};
+    guesses.plan(inFlight, new Map([['b', 3]]));
+    assert.deepEqual(guesses.guess(['a', 'b', 'c']), { revisions: new Map([['a', 4], ['b', 3]]), unknown: ['c'] });
+    guesses.release(inFlight);
+    assert.equal(guesses.guess(['b']).revisions.get('b'), 1);
+    guesses.forget(['a']);
+    assert.deepEqual(guesses.guess(['a']).unknown, ['a']);
+    guesses.commit(new Map([['c', 0], ['d', 0], ['b', 2]])); // b committed again: now the most recent
+    guesses.commit(new Map([['e', 0]])); // four streams known, capacity three: c goes
+    assert.deepEqual(guesses.guess(['b', 'c', 'd', 'e']).unknown, ['c']);
+    guesses.clear();
+    assert.deepEqual(guesses.guess(['b', 'd', 'e']).unknown, ['b', 'd', 'e']);
+  });
+});
+
+describe('postgres: two logs appending to the same stream without hearing of each other', { skip }, () => {
+  it('plans again under the lock when a guessed revision is stale, so revisions and expectations stay exact', async () => {
+    // listen: false: neither log is told of the other's commits, so each one's guess is stale at every append.
+    const mine = await factory({ listen: false });
+    const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(mine)!, poolSize: 4, listen: false });
+    try {
+      const s = randomName('shared');
+      const revisions: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        revisions.push((await mine.append(s, [{ type: 'Mine', data: { i } }])).events[0]!.revision);
+        revisions.push((await other.append(s, [{ type: 'Other', data: { i } }])).events[0]!.revision);
+      }
+      assert.deepEqual(revisions, Array.from({ length: 20 }, (_, i) => i));
+      await rejectsWithCode(mine.append(s, [{ type: 'Late', data: {} }], { expectedRevision: 18 }), 'WRONG_EXPECTED_REVISION');
+      assert.equal((await mine.append(s, [{ type: 'OnTime', data: {} }], { expectedRevision: 19 })).events[0]!.revision, 20);
+      const types = [];
+      for await (const e of other.readStream(s)) types.push(e.type);
+      assert.deepEqual(types, [...Array.from({ length: 10 }, () => ['Mine', 'Other']).flat(), 'OnTime']);
+    } finally {
       await other.close();
       await mine.close();
     }

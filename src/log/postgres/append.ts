@@ -4,27 +4,64 @@ import { inTransaction, type PgPool, type PgQueryable } from './pg-types.js';
 import { eventColumns } from './read.js';
 
 /**
- * Stream revisions planned by batches of this process that are still
- * committing. A batch planned while another is in flight starts from these,
- * so that two batches touching the same stream can both take the fast path.
- * They are only a guess: every assumption is re-checked under the lock.
+ * What this process believes the streams' revisions are, so that a batch can be
+ * planned without reading them first: the revisions its own batches committed,
+ * overlaid with those planned by batches still committing (so two batches
+ * touching the same stream can both take the fast path). Streams it knows
+ * nothing of are read. It is only a guess: `append_planned` re-checks every
+ * assumption under the lock, and a batch whose guess was stale is planned
+ * again under the lock; its streams are then forgotten, and every commit of
+ * another process (announced by its notification) clears what was known.
  */
-export class InFlightRevisions {
+export class RevisionGuesses {
   private readonly planned = new Map<string, { revision: number; owner: object }>();
+  private readonly committed = new Map<string, number>();
 
-  overlay(revisions: Map<string, number>, streams: readonly string[]): void {
+  /** @param capacity streams whose committed revision is kept; the least recently committed go first. */
+  constructor(private readonly capacity = 10_000) {}
+
+  /** The guessed revisions of `streams`, and the streams that have to be read. */
+  guess(streams: readonly string[]): { revisions: Map<string, number>; unknown: string[] } {
+    const revisions = new Map<string, number>();
+    const unknown: string[] = [];
     for (const name of streams) {
-      const p = this.planned.get(name);
-      if (p) revisions.set(name, p.revision);
+      const revision = this.planned.get(name)?.revision ?? this.committed.get(name);
+      if (revision === undefined) unknown.push(name);
+      else revisions.set(name, revision);
     }
+    return { revisions, unknown };
   }
 
-  record(owner: object, revisions: ReadonlyMap<string, number>): void {
+  /** Revisions planned by the batch `owner`, committing now; they win over anything read or known. */
+  plan(owner: object, revisions: ReadonlyMap<string, number>): void {
     for (const [name, revision] of revisions) this.planned.set(name, { revision, owner });
   }
 
   release(owner: object): void {
     for (const [name, p] of this.planned) if (p.owner === owner) this.planned.delete(name);
+  }
+
+  /** Revisions a batch of this process committed. Batches may report out of order: a stream's revision only grows. */
+  commit(revisions: ReadonlyMap<string, number>): void {
+    for (const [name, revision] of revisions) {
+      const known = this.committed.get(name);
+      if (known !== undefined && known >= revision) continue;
+      this.committed.delete(name); // re-inserted last: the Map's order is the eviction order
+      this.committed.set(name, revision);
+    }
+    for (const name of this.committed.keys()) {
+      if (this.committed.size <= this.capacity) break;
+      this.committed.delete(name);
+    }
+  }
+
+  forget(streams: readonly string[]): void {
+    for (const name of streams) this.committed.delete(name);
+  }
+
+  /** Another process committed: any stream may have moved. */
+  clear(): void {
+    this.committed.clear();
   }
 }
 
@@ -106,6 +143,7 @@ export async function appendInTransaction(
   channel: string,
   batch: readonly AppendRequest[],
   durability: 'durable' | 'relaxed',
+  onPlanned?: (plan: CommitPlan) => void,
 ): Promise<CommitResult> {
   const { streams, givenIds } = lookupKeys(batch);
   // Lock the head row, then read the streams' revisions in a new statement
@@ -115,7 +153,7 @@ export async function appendInTransaction(
   const revisions = new Map<string, number>();
   for (const row of locked.rows) if (row.name !== null) revisions.set(row.name, Number(row.revision));
   const stored = await readStoredIds(db, schema, givenIds);
-  const result = await planAndWrite(db, schema, channel, batch, durability, revisions, stored);
+  const result = await planAndWrite(db, schema, channel, batch, durability, revisions, stored, onPlanned);
   // Impossible while we hold the lock; a broken invariant must not pass silently.
   if (!result) throw new Error('sinho: append_planned rejected assumptions read under the head lock');
   return result;
@@ -126,16 +164,19 @@ export async function appendInTransaction(
  *
  * The head row lock is held from the moment it is granted until the commit has
  * flushed, and every other writer waits for it, so the fast path keeps that
- * window to one statement plus the flush: (1) read the touched streams'
- * revisions and the caller-given ids without locking, outside any transaction,
- * (2) plan with {@link planCommit} (positions relative to the head), (3) one
- * `append_planned` statement, which is its own transaction: it locks the head,
- * verifies that nothing the plan assumed has changed, writes, and commits. That
- * is two round trips per batch; with BEGIN and COMMIT as statements of their own
- * it was four, two of them while holding the lock. When an assumption changed
- * (another writer touched the same streams), nothing was written and the batch
- * is planned again under the lock in a transaction ({@link appendInTransaction}).
- * Either way the outcome is exactly what planning under the lock would have given.
+ * window to one statement plus the flush: (1) take the touched streams'
+ * revisions from what this process knows ({@link RevisionGuesses}), reading
+ * only the unknown ones, and the caller-given ids, without locking and outside
+ * any transaction, (2) plan with {@link planCommit} (positions relative to the
+ * head), (3) one `append_planned` statement, which is its own transaction: it
+ * locks the head, verifies that nothing the plan assumed has changed, writes,
+ * and commits. A process that is the only writer of its streams knows them all
+ * after their first commit, so a batch is one round trip; with BEGIN and
+ * COMMIT as statements of their own, and the revisions read each time, it was
+ * four. When an assumption changed (another writer touched the same streams),
+ * nothing was written and the batch is planned again under the lock in a
+ * transaction ({@link appendInTransaction}). Either way the outcome is exactly
+ * what planning under the lock would have given.
  *
  * PostgreSQL's default `synchronous_commit = on` makes the commit wait for the WAL
  * flush (durable); a relaxed batch turns it off in `append_planned`'s statement,
@@ -147,20 +188,34 @@ export async function commitBatch(
   channel: string,
   batch: readonly AppendRequest[],
   durability: 'durable' | 'relaxed',
-  inFlight: InFlightRevisions,
+  guesses: RevisionGuesses,
 ): Promise<CommitResult> {
   const owner = {};
+  let planned: ReadonlyMap<string, number> | undefined;
+  const onPlanned = (plan: CommitPlan): void => void (planned = plan.streamRevisions);
   try {
     const { streams, givenIds } = lookupKeys(batch);
-    const current = await pool.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [streams]);
-    const revisions = new Map<string, number>();
-    for (const row of current.rows) revisions.set(row.name, Number(row.revision));
-    inFlight.overlay(revisions, streams);
-    const stored = await readStoredIds(pool, schema, givenIds);
-    const fast = await planAndWrite(pool, schema, channel, batch, durability, revisions, stored, (plan) => inFlight.record(owner, plan.streamRevisions));
-    if (fast) return fast;
-    return await inTransaction(pool, (client) => appendInTransaction(client, schema, channel, batch, durability));
+    const { revisions, unknown } = guesses.guess(streams);
+    const [current, stored] = await Promise.all([
+      unknown.length === 0 ? undefined : pool.query<{ name: string; revision: number }>(`SELECT name, revision FROM ${schema}.streams WHERE name = ANY($1::text[])`, [unknown]),
+      readStoredIds(pool, schema, givenIds),
+    ]);
+    for (const row of current?.rows ?? []) revisions.set(row.name, Number(row.revision));
+    // A batch of this process may have planned or committed one of these streams while the read was on its way.
+    for (const [name, revision] of guesses.guess(unknown).revisions) revisions.set(name, Math.max(revision, revisions.get(name) ?? -1));
+    const fast = await planAndWrite(pool, schema, channel, batch, durability, revisions, stored, (plan) => {
+      onPlanned(plan);
+      guesses.plan(owner, plan.streamRevisions);
+    });
+    if (fast) {
+      guesses.commit(planned!);
+      return fast;
+    }
+    guesses.forget(streams);
+    const result = await inTransaction(pool, (client) => appendInTransaction(client, schema, channel, batch, durability, onPlanned));
+    guesses.commit(planned!);
+    return result;
   } finally {
-    inFlight.release(owner);
+    guesses.release(owner);
   }
 }

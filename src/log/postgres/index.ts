@@ -7,7 +7,7 @@ import pg from 'pg';
 import { StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
 import type { LogStorage } from '../storage.js';
 import type { EventLog } from '../types.js';
-import { commitBatch, InFlightRevisions } from './append.js';
+import { commitBatch, RevisionGuesses } from './append.js';
 import { watchExternalCommits } from './notify.js';
 import { checkSchemaName, PG_TYPES, type PgPool } from './pg-types.js';
 import { readAllPage, readEventsById, readHead, readStreamPage } from './read.js';
@@ -50,13 +50,13 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
     throw error;
   }
   const channel = `sinho_log_${schema}`;
-  const inFlight = new InFlightRevisions();
+  const guesses = new RevisionGuesses();
   const storage: LogStorage = {
     adapter: 'postgres',
     subscriptions: createPostgresSubscriptionStorage(pool, schema),
     maxCommitsInFlight: 2,
     recheckIntervalMs: options.recheckIntervalMs ?? 2000,
-    commit: (batch, durability) => commitBatch(pool, schema, channel, batch, durability, inFlight),
+    commit: (batch, durability) => commitBatch(pool, schema, channel, batch, durability, guesses),
     readStreamPage: (q) => readStreamPage(pool, schema, q),
     readAllPage: (q) => readAllPage(pool, schema, q),
     readEventsById: (ids) => readEventsById(pool, schema, ids),
@@ -93,8 +93,14 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
     truncateStream: async (stream, beforeRevision) => {
       await pool.query(`DELETE FROM ${schema}.events WHERE stream = $1 AND revision < $2`, [stream, beforeRevision]);
     },
-    watchExternalCommits: (onCommit) =>
-      options.listen === false ? () => {} : watchExternalCommits(clientConfig, channel, onCommit, (e) => options.onBackgroundError?.(e), (pid) => ownBackends.has(pid)),
+    watchExternalCommits: (onCommit) => {
+      if (options.listen === false) return () => {};
+      const external = (head: number): void => {
+        guesses.clear(); // another process committed: any stream's revision may have moved
+        onCommit(head);
+      };
+      return watchExternalCommits(clientConfig, channel, external, (e) => options.onBackgroundError?.(e), (pid) => ownBackends.has(pid));
+    },
     close: () => pool.end(),
   };
   // Two batches of at most 128 events in flight: the next batch is planned and
