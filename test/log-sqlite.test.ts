@@ -160,7 +160,11 @@ describe('sqlite: fencing', () => {
       const group = await subscribe(log, 'fenced', { handler: () => {}, leaseMs: 300 });
       await group.waitForCheckpoint(1);
       const errors: string[] = [];
-      group.on('subscription:error', ({ error }) => errors.push((error as { code?: string }).code ?? error.message));
+      const details: unknown[] = [];
+      group.on('subscription:error', ({ error }) => {
+        errors.push((error as { code?: string }).code ?? error.message);
+        details.push((error as { details?: unknown }).details);
+      });
       const stopped = new Promise<void>((r) => group.once('subscription:stopped', () => r()));
       // Another instance takes the group over (as if this one had stalled past its lease).
       const db = new Database(path);
@@ -169,6 +173,10 @@ describe('sqlite: fencing', () => {
       await log.append('fence-1', [{ type: 'B', data: {} }]);
       await stopped;
       assert.deepEqual(errors, ['GROUP_LEASE_LOST']);
+      // It says how long ago it renewed: here recently, since the takeover was forced, not a stall past the lease.
+      const { sinceRenewalMs, leaseMs } = details[0] as { sinceRenewalMs: number; leaseMs: number };
+      assert.equal(leaseMs, 300);
+      assert.ok(sinceRenewalMs >= 0 && sinceRenewalMs < 300, `last renewed ${sinceRenewalMs} ms before`);
       const after = db.prepare("SELECT position FROM sinho_groups WHERE name = 'fenced'").get() as { position: number };
       assert.equal(after.position, before.position, 'the fenced instance committed nothing');
       db.close();

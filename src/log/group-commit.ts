@@ -1,10 +1,11 @@
 /**
  * Group commit: many concurrent appends share one transaction and one fsync.
  *
- * State machine: callers `enqueue` requests; when fewer than `maxInFlight`
- * batches are committing, a batch is cut with `setImmediate`, which lets every
- * append issued in the same turn of the event loop (and, while commits are in
- * flight, every append issued meanwhile) join it. A batch is a FIFO prefix of
+ * State machine: callers `enqueue` requests; when no batch is committing, a
+ * batch is cut with `setImmediate`, which lets every append issued in the same
+ * turn of the event loop join it. While one is committing, the next batch
+ * gathers every append issued meanwhile, and is cut early (up to
+ * `maxInFlight` batches) only once a full batch is waiting (see mayCut). A batch is a FIFO prefix of
  * the queue with one durability, up to `maxBatchEvents` events; the adapter
  * commits it as one transaction and each caller is settled with its own
  * outcome. When a batch finishes, the next one is cut from whatever queued
@@ -29,6 +30,8 @@ interface Pending {
 
 export class GroupCommitter {
   private readonly queue: Pending[] = [];
+  /** Events in `queue`. */
+  private queuedEvents = 0;
   private inFlight = 0;
   private scheduled = false;
   private idle: Promise<void> = Promise.resolve();
@@ -36,8 +39,8 @@ export class GroupCommitter {
 
   /**
    * @param maxInFlight batches committing at once. 1 for SQLite (its commit is
-   *   synchronous anyway); 2 for PostgreSQL, so the next batch is sent and
-   *   waiting on the head lock while the previous one flushes.
+   *   synchronous anyway); 2 for PostgreSQL, so that under full load the next
+   *   batch is sent and waiting on the head lock while the previous one flushes.
    */
   constructor(
     private readonly storage: LogStorage,
@@ -52,6 +55,7 @@ export class GroupCommitter {
     return new Promise((resolve, reject) => {
       if (this.inFlight === 0 && this.queue.length === 0) this.idle = new Promise((r) => (this.markIdle = r));
       this.queue.push({ request, events, durability, resolve, reject });
+      this.queuedEvents += events;
       this.schedule();
     });
   }
@@ -61,12 +65,22 @@ export class GroupCommitter {
     return this.inFlight === 0 && this.queue.length === 0 ? Promise.resolve() : this.idle;
   }
 
+  /**
+   * While a batch is committing, the next one is cut only when a full batch is queued. Below that, waiting for the
+   * commit lets the next batch take everything that arrives meanwhile, in one lock acquisition instead of several
+   * small ones queued behind each other (each paying its own flush). When the queue is that long the next batch
+   * cannot grow by waiting, and it is sent at once to wait on the lock, so the store never idles between batches.
+   */
+  private mayCut(): boolean {
+    return this.inFlight === 0 || (this.inFlight < this.maxInFlight && this.queuedEvents >= this.maxBatchEvents);
+  }
+
   private schedule(): void {
-    if (this.scheduled || this.inFlight >= this.maxInFlight) return;
+    if (this.scheduled || this.queue.length === 0 || !this.mayCut()) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      while (this.inFlight < this.maxInFlight && this.queue.length > 0) void this.commit(this.takeBatch());
+      while (this.queue.length > 0 && this.mayCut()) void this.commit(this.takeBatch());
     });
   }
 
@@ -81,6 +95,7 @@ export class GroupCommitter {
       events += next.events;
       count += 1;
     }
+    this.queuedEvents -= events;
     return this.queue.splice(0, count);
   }
 

@@ -214,6 +214,8 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
   private readonly leaseMs: number;
   /** Identifies this instance as the lease holder (fencing token for every commit). */
   private readonly owner = randomUUID();
+  /** When the last renewal that found the lease still ours was sent (Date.now()). */
+  private renewedAt = 0;
   private leaseTimer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
 
@@ -310,15 +312,18 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       }
       await new Promise((r) => setTimeout(r, Math.max(10, this.leaseMs / 4)));
     }
+    this.renewedAt = Date.now();
     this.leaseTimer = setInterval(() => {
       // One renewal at a time, and stop() waits for it: a renewal still in
       // flight when the lease is released would otherwise take it back.
       if (this.renewing) return;
+      const asked = Date.now();
       this.renewing = this.storage
         .acquireLease(this.name, this.owner, this.leaseMs)
         .then(
           (held) => {
-            if (!held && !this.closing) this.fail(new SinhoError('GROUP_LEASE_LOST', `Consumer group "${this.name}" was taken over by another instance.`, { group: this.name }));
+            if (held) this.renewedAt = asked;
+            else if (!this.closing) this.fail(this.leaseLost());
           },
           (error: Error) => {
             if (!this.closing) this.fail(error);
@@ -328,15 +333,25 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
           this.renewing = undefined;
         });
     }, Math.max(10, Math.floor(this.leaseMs / 3)));
-    // Read the checkpoint only now that the lease is ours: the previous holder
-    // commits its last checkpoint before it lets the lease go.
-    const row = await this.storage.getGroup(this.name);
-    if (!row) throw new SinhoError('UNKNOWN_GROUP', `Consumer group "${this.name}" was deleted while starting.`, { group: this.name });
-    this.checkpoint = row.position;
-    this.readPosition = row.position;
-    this.knownHead = await this.log.headPosition();
-    for (const r of await this.storage.loadDeferred(this.name)) this.restore(r);
-    if (this.project) this.processedHighWater = await this.storage.highestProcessed(this.name);
+    try {
+      // Read the checkpoint only now that the lease is ours: the previous holder
+      // commits its last checkpoint before it lets the lease go.
+      const row = await this.storage.getGroup(this.name);
+      if (!row) throw new SinhoError('UNKNOWN_GROUP', `Consumer group "${this.name}" was deleted while starting.`, { group: this.name });
+      this.checkpoint = row.position;
+      this.readPosition = row.position;
+      this.knownHead = await this.log.headPosition();
+      for (const r of await this.storage.loadDeferred(this.name)) this.restore(r);
+      if (this.project) this.processedHighWater = await this.storage.highestProcessed(this.name);
+    } catch (error) {
+      // Nothing was delivered: let the lease go now rather than renew it for nobody until the process exits.
+      this.closing = true;
+      this.stopped = true;
+      clearInterval(this.leaseTimer);
+      await this.renewing;
+      await this.storage.releaseLease(this.name, this.owner).catch(() => {});
+      throw error;
+    }
     this.armDueTimer();
     this.readerDone = this.readLoop();
     this.pump();
@@ -726,12 +741,26 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       } catch (error) {
         // The state in memory is ahead of the store; the only safe continuation
         // is to stop and let a restart resume from what was committed.
-        this.fail(error as Error);
+        this.fail((error as SinhoError).code === 'GROUP_LEASE_LOST' ? this.leaseLost(error as Error) : (error as Error));
       } finally {
         this.flushing = undefined;
       }
     })();
     return this.flushing;
+  }
+
+  /**
+   * The error for a lease found taken, saying how long ago it was last renewed: another instance can take it only
+   * once `leaseMs` passed without a renewal, so a long gap means this process or its store connection stalled.
+   */
+  private leaseLost(cause?: Error): SinhoError {
+    const sinceMs = Date.now() - this.renewedAt;
+    return new SinhoError(
+      'GROUP_LEASE_LOST',
+      `Consumer group "${this.name}" was taken over by another instance; this one last renewed its lease ${sinceMs} ms ago (leaseMs ${this.leaseMs}).`,
+      { group: this.name, sinceRenewalMs: sinceMs, leaseMs: this.leaseMs },
+      cause ? { cause } : undefined,
+    );
   }
 
   private fail(error: Error): void {

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { EventLog, RecordedEvent } from '../../src/index.js';
 import { consumerGroups, liveProjectionVersion, runProjection, subscribe, type ProjectionProgress } from '../../src/index.js';
+import { storageOf } from '../../src/log/stored-event-log.js';
 import { randomName } from '../support/services.js';
 import { stream } from './event-log.js';
 import { rejectsWithCode, suiteLogs, type LogFactory } from '../support/logs.js';
@@ -337,6 +338,26 @@ export function subscriptionConformance(name: string, factory: LogFactory, proje
       await rejectsWithCode(() => consumerGroups(log).redeliver(group, 999), 'INVALID_ARGUMENT');
       await g.stop();
       if (!projection) await rejectsWithCode(() => subscribe(log, randomName('p'), { project: () => {} }), 'UNSUPPORTED');
+    });
+
+    it('lets the lease go when a start fails after taking it, so the next instance starts at once', async () => {
+      const log = await open();
+      const group = randomName('startfail');
+      const subscriptions = storageOf(log).subscriptions;
+      const { getGroup } = subscriptions;
+      subscriptions.getGroup = async () => {
+        throw new Error('store unreachable while starting');
+      };
+      try {
+        await assert.rejects(subscribe(log, group, { handler: () => {}, leaseMs: 300 }), /store unreachable while starting/);
+      } finally {
+        subscriptions.getGroup = getGroup;
+      }
+      // With the lease still renewed by the failed start, this one would wait twice the lease and fail with GROUP_BUSY.
+      const started = Date.now();
+      const next = await subscribe(log, group, { handler: () => {}, leaseMs: 300 });
+      assert.ok(Date.now() - started < 300, `started after ${Date.now() - started} ms`);
+      await next.stop();
     });
 
     it('runs a partitioned group: every partition delivers its keys in order; admin sees one group', async () => {

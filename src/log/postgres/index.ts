@@ -103,9 +103,10 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
     },
     close: () => pool.end(),
   };
-  // Two batches of at most 128 events in flight: the next batch is planned and
-  // waiting on the head lock while the previous one flushes (measured in
-  // bench/log.mjs: about 10% more throughput than one batch of 256).
+  // Up to two batches of at most 128 events in flight: under full load the next
+  // batch is planned and waiting on the head lock while the previous one flushes
+  // (measured in bench/log.mjs: about 10% more throughput than one batch of 256).
+  // Below full load one batch commits while the next gathers (group-commit.ts).
   return new StoredEventLog(storage, { ...options, maxBatchEvents: options.maxBatchEvents ?? 128 });
 }
 export { openPostgresFeedStore, type PostgresFeedStoreOptions } from '../../realtime/postgres/feed-store.js';
