@@ -296,6 +296,11 @@ export class StoredEventLog implements EventLog {
               yield self.toRecorded(row);
             }
             scanned = page.length < self.pageSize ? head : page[page.length - 1]!.position;
+            // A full page means more to catch up on. SQLite reads synchronously and the recent events are in memory,
+            // so without this a follower draining a backlog (and its handlers, when they do no I/O) ran as one chain
+            // of promise callbacks: 1,000,000 events held every timer and socket of the process for about 10 s
+            // (a consumer group's lease renewals among them).
+            if (page.length === self.pageSize) await new Promise((resolve) => setImmediate(resolve));
           }
           if (signal?.aborted || self.closed) return;
           head = await self.waitForHead(scanned, { signal }, false);

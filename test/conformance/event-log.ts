@@ -379,6 +379,26 @@ export function eventLogConformance(name: string, factory: LogFactory, expectedD
       assert.equal((await collect(log.readStream(b))).length, 30);
     });
 
+    it('lets timers run while a follower catches up on a backlog', async () => {
+      const log = await open({ readPageSize: 50 });
+      const s = stream('backlog');
+      const from = (await log.headPosition()) + 1;
+      for (let i = 0; i < 10; i++) await log.append(s, Array.from({ length: 100 }, (_, j) => ev('B', { n: i * 100 + j })));
+      const controller = new AbortController();
+      let timerRan = false;
+      let seen = 0;
+      let timerRanBeforeEnd: boolean | undefined;
+      setTimeout(() => (timerRan = true), 0);
+      for await (const _ of log.follow({ fromPosition: from, signal: controller.signal })) {
+        seen += 1;
+        if (seen === 1000) {
+          timerRanBeforeEnd = timerRan;
+          controller.abort();
+        }
+      }
+      assert.equal(timerRanBeforeEnd, true, 'a timer due at once ran before the follower read 20 pages');
+    });
+
     it('serves a follower of this log\'s own commits without reading the head or the events from the store', async () => {
       const log = await open();
       const storage = storageOf(log);
