@@ -5,8 +5,9 @@
  * batch is cut with `setImmediate`, which lets every append issued in the same
  * turn of the event loop join it. While one is committing, the next batch
  * gathers every append issued meanwhile, and is cut early (up to
- * `maxInFlight` batches) only once a full batch is waiting (see mayCut). A batch is a FIFO prefix of
- * the queue with one durability, up to `maxBatchEvents` events; the adapter
+ * `maxInFlight` batches) only once a full batch is waiting (see mayCut). A
+ * batch is a FIFO prefix of the queue with one durability, up to
+ * `maxBatchEvents` events; the adapter
  * commits it as one transaction and each caller is settled with its own
  * outcome. When a batch finishes, the next one is cut from whatever queued
  * meanwhile. Positions stay in commit order because every adapter assigns them

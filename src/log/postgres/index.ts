@@ -50,7 +50,9 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
     throw error;
   }
   const channel = `sinho_log_${schema}`;
-  const guesses = new RevisionGuesses();
+  // A log that does not listen never hears of other processes' commits, so what it remembers would go stale
+  // unnoticed, each stale guess costing a failed attempt: it reads the revisions of every batch instead.
+  const guesses = new RevisionGuesses(options.listen === false ? 0 : 10_000);
   const storage: LogStorage = {
     adapter: 'postgres',
     subscriptions: createPostgresSubscriptionStorage(pool, schema),
