@@ -175,6 +175,50 @@ describe('postgres: wake-ups through LISTEN/NOTIFY', { skip }, () => {
   });
 });
 
+describe('postgres: a LISTEN connection that drops', { skip }, () => {
+  it('reports the commits made while it was reconnecting once it listens again', async () => {
+    const name = randomName('listener');
+    const first = await factory({ recheckIntervalMs: 0 });
+    const schema = schemaOf.get(first)!;
+    await first.close();
+    // A log whose connections can be told apart, and no periodic head re-check: only the wake-ups can move it.
+    const mine = await openPostgresEventLog({ connectionString: `${POSTGRES_URL}?application_name=${name}`, schema, poolSize: 4, recheckIntervalMs: 0, onBackgroundError: () => {} });
+    const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema, poolSize: 4 });
+    try {
+      const seen: string[] = [];
+      const controller = new AbortController();
+      const following = (async () => {
+        for await (const e of mine.follow({ fromPosition: (await mine.headPosition()) + 1, signal: controller.signal })) seen.push(e.type);
+      })();
+      const until = async (count: number, what: string) => {
+        const deadline = Date.now() + 5000;
+        while (seen.length < count) {
+          assert.ok(Date.now() < deadline, what);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      };
+      // Wait until the follower hears of the other log's commits (its LISTEN connection comes up in the background).
+      for (let i = 0; seen.length === 0; i++) {
+        await other.append('drop-1', [{ type: 'Warmup', data: { i } }]);
+        await new Promise((r) => setTimeout(r, 50));
+        assert.ok(i < 100, 'the follower never woke');
+      }
+      const before = seen.length;
+      const killed = await query<{ n: number }>(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = '${name}'`);
+      assert.ok(killed[0]!.n >= 1);
+      // Committed at once, while the listener waits to reconnect (at least 100 ms): no notification reaches it.
+      await other.append('drop-1', [{ type: 'WhileDown', data: {} }]);
+      await until(before + 1, 'the commit made while the listener was down was never reported');
+      assert.equal(seen.at(-1), 'WhileDown');
+      controller.abort();
+      await following;
+    } finally {
+      await other.close();
+      await mine.close();
+    }
+  });
+});
+
 describe('postgres readAll pages on a table the planner has no statistics for', { skip }, () => {
   it('plans every unfiltered page as an ordered index scan that stops at the page, reads filtered pages span by span, and keeps the window bound', async () => {
     const log = await factory();

@@ -101,7 +101,10 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
         guesses.clear(); // another process committed: any stream's revision may have moved
         onCommit(head);
       };
-      return watchExternalCommits(clientConfig, channel, external, (e) => options.onBackgroundError?.(e), (pid) => ownBackends.has(pid));
+      return watchExternalCommits(clientConfig, channel, external, (e) => options.onBackgroundError?.(e), {
+        isOwnBackend: (pid) => ownBackends.has(pid),
+        readHead: (db) => readHead(db, schema),
+      });
     },
     close: () => pool.end(),
   };

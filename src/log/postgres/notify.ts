@@ -13,12 +13,19 @@ export function watchExternalCommits(
   channel: string,
   onCommit: (head: number) => void,
   onError: (error: Error) => void,
-  /**
-   * Whether a backend process id is one of this log's own connections. Their commits are reported when the append
-   * returns, with the rows in hand; their notification often arrives first, and a follower woken by it would read
-   * from the store the rows it is about to be given.
-   */
-  isOwnBackend: (processId: number) => boolean = () => false,
+  options: {
+    /**
+     * Whether a backend process id is one of this log's own connections. Their commits are reported when the append
+     * returns, with the rows in hand; their notification often arrives first, and a follower woken by it would read
+     * from the store the rows it is about to be given.
+     */
+    isOwnBackend?: (processId: number) => boolean;
+    /**
+     * Reads the head on the listening connection. Called each time LISTEN takes effect, so that commits made before
+     * (while connecting, or while a dropped connection was being replaced) are reported too, not only the next one.
+     */
+    readHead?: (db: pg.Client) => Promise<number>;
+  } = {},
 ): () => void {
   let stopped = false;
   let client: pg.Client | undefined;
@@ -30,7 +37,7 @@ export function watchExternalCommits(
     const c = new pg.Client(clientConfig);
     client = c;
     c.on('notification', (msg) => {
-      if (isOwnBackend(msg.processId)) return;
+      if (options.isOwnBackend?.(msg.processId)) return;
       const head = Number(msg.payload);
       if (Number.isSafeInteger(head)) onCommit(head);
     });
@@ -43,6 +50,7 @@ export function watchExternalCommits(
       await c.connect();
       await c.query(`LISTEN "${channel}"`);
       attempt = 0;
+      if (options.readHead) onCommit(await options.readHead(c));
     } catch (error) {
       onError(error as Error);
       scheduleReconnect(c);
