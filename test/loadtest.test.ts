@@ -30,7 +30,11 @@ function assertAccounting(summary: RunSummary, target: FaultyTarget): void {
   assert.equal(t.delivered, c.notes - c.dropped);
   assert.equal(t.duplicates, c.duplicated, 'duplicates == duplicated');
   assert.equal(t.outOfOrder, c.reordered, 'out of order == reordered');
-  assert.equal(t.late, c.delayed + c.heldLate, 'late == delayed + held past the deadline');
+  // A held note released just before the deadline by the target's clock may arrive past it by the runner's.
+  assert.ok(
+    t.late >= c.delayed + c.heldLate && t.late <= c.delayed + c.heldLate + c.heldNearLate,
+    `late (${t.late}) == delayed (${c.delayed}) + held past the deadline (${c.heldLate}), plus up to ${c.heldNearLate} held until just before it`,
+  );
   assert.equal(t.unexpected, c.bogus, 'unexpected == bogus notes');
   assert.equal(summary.lostSample.length, Math.min(20, c.dropped));
 }
