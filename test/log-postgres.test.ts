@@ -128,6 +128,36 @@ describe('postgres: appends planned against stale guesses', { skip }, () => {
   });
 });
 
+/** Follows `log` from past its head, recording the events' types; `until` waits (5 s at most) for a count of them. */
+function followTypes(log: EventLog) {
+  const seen: string[] = [];
+  const controller = new AbortController();
+  const following = (async () => {
+    for await (const e of log.follow({ fromPosition: (await log.headPosition()) + 1, signal: controller.signal })) seen.push(e.type);
+  })();
+  const until = async (count: number, what: string): Promise<void> => {
+    const deadline = Date.now() + 5000;
+    while (seen.length < count) {
+      assert.ok(Date.now() < deadline, what);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const stop = async (): Promise<void> => {
+    controller.abort();
+    await following;
+  };
+  return { seen, until, stop };
+}
+
+/** The follower's LISTEN connection comes up in the background: `writer` appends until the follower saw one. */
+async function untilListening(writer: EventLog, follower: ReturnType<typeof followTypes>, stream: string): Promise<void> {
+  for (let i = 0; follower.seen.length === 0; i++) {
+    assert.ok(i < 50, 'the follower never woke');
+    await writer.append(stream, [{ type: 'Warmup', data: { i } }]);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 describe('postgres: wake-ups through LISTEN/NOTIFY', { skip }, () => {
   it('wakes a follower of one log when another log commits, with no re-check of the head to fall back on', async () => {
     // recheckIntervalMs 0: no periodic head read, so only the notification can wake the follower. (A log skips the
@@ -136,38 +166,16 @@ describe('postgres: wake-ups through LISTEN/NOTIFY', { skip }, () => {
     const mine = await factory({ recheckIntervalMs: 0 });
     const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(mine)!, poolSize: 4, recheckIntervalMs: 0 });
     try {
-      const seen: number[] = [];
-      let wake: (() => void) | undefined;
-      const controller = new AbortController();
-      const following = (async () => {
-        for await (const e of mine.follow({ fromPosition: (await mine.headPosition()) + 1, signal: controller.signal })) {
-          seen.push(e.position);
-          wake?.();
-        }
-      })();
-      const seenWithin = (count: number, ms: number) =>
-        new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => resolve(seen.length >= count), ms);
-          wake = () => seen.length >= count && (clearTimeout(timer), resolve(true));
-        });
-      // The LISTEN connection comes up in the background: append until the first wake-up arrives.
-      let listening = false;
-      for (let i = 0; i < 50 && !listening; i++) {
-        const waiting = seenWithin(1, 100);
-        await other.append('wake-1', [{ type: 'First', data: { i } }]);
-        listening = await waiting;
-      }
-      assert.ok(listening, 'the follower never woke');
+      const follower = followTypes(mine);
+      await untilListening(other, follower, 'wake-1');
       for (let i = 0; i < 5; i++) {
-        const count = seen.length + 1;
-        const waiting = seenWithin(count, 5000);
+        const count = follower.seen.length + 1;
         const started = performance.now();
         await other.append('wake-1', [{ type: 'Next', data: { i } }]);
-        assert.ok(await waiting, `commit ${i} of the other log did not wake the follower`);
+        await follower.until(count, `commit ${i} of the other log did not wake the follower`);
         assert.ok(performance.now() - started < 2000);
       }
-      controller.abort();
-      await following;
+      await follower.stop();
     } finally {
       await other.close();
       await mine.close();
@@ -185,33 +193,16 @@ describe('postgres: a LISTEN connection that drops', { skip }, () => {
     const mine = await openPostgresEventLog({ connectionString: `${POSTGRES_URL}?application_name=${name}`, schema, poolSize: 4, recheckIntervalMs: 0, onBackgroundError: () => {} });
     const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema, poolSize: 4 });
     try {
-      const seen: string[] = [];
-      const controller = new AbortController();
-      const following = (async () => {
-        for await (const e of mine.follow({ fromPosition: (await mine.headPosition()) + 1, signal: controller.signal })) seen.push(e.type);
-      })();
-      const until = async (count: number, what: string) => {
-        const deadline = Date.now() + 5000;
-        while (seen.length < count) {
-          assert.ok(Date.now() < deadline, what);
-          await new Promise((r) => setTimeout(r, 10));
-        }
-      };
-      // Wait until the follower hears of the other log's commits (its LISTEN connection comes up in the background).
-      for (let i = 0; seen.length === 0; i++) {
-        await other.append('drop-1', [{ type: 'Warmup', data: { i } }]);
-        await new Promise((r) => setTimeout(r, 50));
-        assert.ok(i < 100, 'the follower never woke');
-      }
-      const before = seen.length;
+      const follower = followTypes(mine);
+      await untilListening(other, follower, 'drop-1');
+      const before = follower.seen.length;
       const killed = await query<{ n: number }>(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = '${name}'`);
       assert.ok(killed[0]!.n >= 1);
       // Committed at once, while the listener waits to reconnect (at least 100 ms): no notification reaches it.
       await other.append('drop-1', [{ type: 'WhileDown', data: {} }]);
-      await until(before + 1, 'the commit made while the listener was down was never reported');
-      assert.equal(seen.at(-1), 'WhileDown');
-      controller.abort();
-      await following;
+      await follower.until(before + 1, 'the commit made while the listener was down was never reported');
+      assert.equal(follower.seen.at(-1), 'WhileDown');
+      await follower.stop();
     } finally {
       await other.close();
       await mine.close();

@@ -345,11 +345,7 @@ export class ConsumerGroup extends EventEmitter<SubscriptionEventMap> {
       if (this.project) this.processedHighWater = await this.storage.highestProcessed(this.name);
     } catch (error) {
       // Nothing was delivered: let the lease go now rather than renew it for nobody until the process exits.
-      this.closing = true;
-      this.stopped = true;
-      clearInterval(this.leaseTimer);
-      await this.renewing;
-      await this.storage.releaseLease(this.name, this.owner).catch(() => {});
+      await this.stop({ timeoutMs: 0, flush: false });
       throw error;
     }
     this.armDueTimer();
