@@ -33,8 +33,8 @@ function assertAccounting(summary: RunSummary, target: FaultyTarget): void {
   // Every note the target made late is counted late. The runner times a note from its action's intended send time,
   // which comes before the target's join: a held note released just before the deadline by the target's clock may
   // arrive past it, and so may any note when the machine stalls the agents or the target for the 250 ms deadline
-  // (two fresh-clone CI runs in a row counted 2 such notes of about 280, with other test files running beside this one). Those
-  // are allowed up to 1% of the notes; the lower bound stays exact.
+  // (two fresh-clone CI runs counted 2 such notes of about 280, with other test files running beside this one).
+  // Those are allowed up to 1% of the notes; the lower bound stays exact.
   const stalled = Math.ceil(0.01 * c.notes);
   assert.ok(
     t.late >= c.delayed + c.heldLate && t.late <= c.delayed + c.heldLate + c.heldNearLate + stalled,
