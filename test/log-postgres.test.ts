@@ -12,6 +12,7 @@ import { subscriptionConformance, type ProjectionFixture } from './conformance/s
 import pg from 'pg';
 import type { EventLog } from '../src/index.js';
 import { dropSchema, POSTGRES_URL, postgresSkipReason, randomName } from './support/services.js';
+import { sleep, until } from './support/realtime.js';
 
 const skip = await postgresSkipReason();
 const schemas: string[] = [];
@@ -135,26 +136,33 @@ function followTypes(log: EventLog) {
   const following = (async () => {
     for await (const e of log.follow({ fromPosition: (await log.headPosition()) + 1, signal: controller.signal })) seen.push(e.type);
   })();
-  const until = async (count: number, what: string): Promise<void> => {
-    const deadline = Date.now() + 5000;
-    while (seen.length < count) {
-      assert.ok(Date.now() < deadline, what);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+  return {
+    seen,
+    until: (count: number, what: string) => until(() => seen.length >= count, 5000, what),
+    stop: async (): Promise<void> => {
+      controller.abort();
+      await following;
+    },
   };
-  const stop = async (): Promise<void> => {
-    controller.abort();
-    await following;
-  };
-  return { seen, until, stop };
 }
 
-/** The follower's LISTEN connection comes up in the background: `writer` appends until the follower saw one. */
-async function untilListening(writer: EventLog, follower: ReturnType<typeof followTypes>, stream: string): Promise<void> {
-  for (let i = 0; follower.seen.length === 0; i++) {
-    assert.ok(i < 50, 'the follower never woke');
-    await writer.append(stream, [{ type: 'Warmup', data: { i } }]);
-    await new Promise((r) => setTimeout(r, 100));
+/**
+ * Runs `body` with a follower of `mine` that `other`'s commits have woken once (its LISTEN connection comes up in
+ * the background, so `other` appends to `stream` until the follower saw one), then stops it and closes both logs.
+ */
+async function whileFollowing(mine: EventLog, other: EventLog, stream: string, body: (follower: ReturnType<typeof followTypes>) => Promise<void>): Promise<void> {
+  const follower = followTypes(mine);
+  try {
+    for (let i = 0; follower.seen.length === 0; i++) {
+      assert.ok(i < 50, 'the follower never woke');
+      await other.append(stream, [{ type: 'Warmup', data: { i } }]);
+      await sleep(100);
+    }
+    await body(follower);
+  } finally {
+    await follower.stop();
+    await other.close();
+    await mine.close();
   }
 }
 
@@ -165,9 +173,7 @@ describe('postgres: wake-ups through LISTEN/NOTIFY', { skip }, () => {
     // nothing from the store.)
     const mine = await factory({ recheckIntervalMs: 0 });
     const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema: schemaOf.get(mine)!, poolSize: 4, recheckIntervalMs: 0 });
-    try {
-      const follower = followTypes(mine);
-      await untilListening(other, follower, 'wake-1');
+    await whileFollowing(mine, other, 'wake-1', async (follower) => {
       for (let i = 0; i < 5; i++) {
         const count = follower.seen.length + 1;
         const started = performance.now();
@@ -175,11 +181,7 @@ describe('postgres: wake-ups through LISTEN/NOTIFY', { skip }, () => {
         await follower.until(count, `commit ${i} of the other log did not wake the follower`);
         assert.ok(performance.now() - started < 2000);
       }
-      await follower.stop();
-    } finally {
-      await other.close();
-      await mine.close();
-    }
+    });
   });
 });
 
@@ -192,9 +194,7 @@ describe('postgres: a LISTEN connection that drops', { skip }, () => {
     // A log whose connections can be told apart, and no periodic head re-check: only the wake-ups can move it.
     const mine = await openPostgresEventLog({ connectionString: `${POSTGRES_URL}?application_name=${name}`, schema, poolSize: 4, recheckIntervalMs: 0, onBackgroundError: () => {} });
     const other = await openPostgresEventLog({ connectionString: POSTGRES_URL, schema, poolSize: 4 });
-    try {
-      const follower = followTypes(mine);
-      await untilListening(other, follower, 'drop-1');
+    await whileFollowing(mine, other, 'drop-1', async (follower) => {
       const before = follower.seen.length;
       const killed = await query<{ n: number }>(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = '${name}'`);
       assert.ok(killed[0]!.n >= 1);
@@ -202,11 +202,7 @@ describe('postgres: a LISTEN connection that drops', { skip }, () => {
       await other.append('drop-1', [{ type: 'WhileDown', data: {} }]);
       await follower.until(before + 1, 'the commit made while the listener was down was never reported');
       assert.equal(follower.seen.at(-1), 'WhileDown');
-      await follower.stop();
-    } finally {
-      await other.close();
-      await mine.close();
-    }
+    });
   });
 });
 

@@ -43,6 +43,7 @@ export class RevisionGuesses {
 
   /** Revisions a batch of this process committed. Batches may report out of order: a stream's revision only grows. */
   commit(revisions: ReadonlyMap<string, number>): void {
+    if (this.capacity === 0) return;
     for (const [name, revision] of revisions) {
       const known = this.committed.get(name);
       if (known !== undefined && known >= revision) continue;
