@@ -81,3 +81,71 @@ describe('group commit: cutting batches', () => {
     assert.deepEqual(commits.map((c) => c.events), [4, 4, 2]);
   });
 });
+
+describe('group commit: the group-commit delay', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const DELAY = 40;
+
+  it('holds the next batch back when appends kept arriving during the previous commit, and it gathers more', async () => {
+    const { storage, commits } = heldStore();
+    const committer = new GroupCommitter(storage, 100, 2, () => {}, DELAY);
+    const settled: Promise<unknown>[] = [];
+    const enqueue = (events: number) => settled.push(committer.enqueue(request(events), 'durable'));
+    enqueue(1);
+    await tick();
+    assert.deepEqual(commits.map((c) => c.events), [1], 'an append to an idle log is not delayed');
+    for (let i = 0; i < 5; i++) enqueue(1); // five arrive while it commits: appends are arriving on their own
+    commits[0]!.finish();
+    await tick();
+    await tick();
+    assert.deepEqual(commits.map((c) => c.events), [1], 'the next batch is held back');
+    for (let i = 0; i < 3; i++) enqueue(1);
+    await sleep(DELAY * 2);
+    assert.deepEqual(commits.map((c) => c.events), [1, 8], 'and goes after the delay with what arrived meanwhile');
+    commits[1]!.finish();
+    await Promise.all(settled);
+    await committer.whenIdle();
+  });
+
+  it('never delays a writer waiting on its own appends, nor fewer than five arrivals', async () => {
+    const { storage, commits } = heldStore();
+    const committer = new GroupCommitter(storage, 100, 2, () => {}, DELAY);
+    for (let round = 0; round < 3; round++) {
+      const batch = Array.from({ length: 4 }, () => committer.enqueue(request(1), 'durable'));
+      await tick();
+      assert.equal(commits.length, round + 1, `round ${round}: cut in the same turn`);
+      commits[round]!.finish();
+      await Promise.all(batch);
+    }
+    const arriving = Array.from({ length: 4 }, () => committer.enqueue(request(1), 'durable'));
+    await tick();
+    const during = Array.from({ length: 4 }, () => committer.enqueue(request(1), 'durable')); // four arrive while it commits
+    commits[3]!.finish();
+    await tick();
+    await tick();
+    assert.deepEqual(commits.map((c) => c.events), [4, 4, 4, 4, 4], 'four arrivals are no sign of a steady stream');
+    commits[4]!.finish();
+    await Promise.all([...arriving, ...during]);
+    await committer.whenIdle();
+  });
+
+  it('sends a held-back batch at once when it becomes full', async () => {
+    const { storage, commits } = heldStore();
+    const committer = new GroupCommitter(storage, 10, 2, () => {}, 10_000);
+    const settled: Promise<unknown>[] = [];
+    const enqueue = (events: number) => settled.push(committer.enqueue(request(events), 'durable'));
+    enqueue(1);
+    await tick();
+    for (let i = 0; i < 6; i++) enqueue(1);
+    commits[0]!.finish();
+    await tick();
+    await tick();
+    assert.deepEqual(commits.map((c) => c.events), [1], 'held back');
+    for (let i = 0; i < 4; i++) enqueue(1);
+    await tick();
+    assert.deepEqual(commits.map((c) => c.events), [1, 10], 'full: sent without waiting out the 10 s delay');
+    commits[1]!.finish();
+    await Promise.all(settled);
+    await committer.whenIdle();
+  });
+});

@@ -166,6 +166,49 @@ async function whileFollowing(mine: EventLog, other: EventLog, stream: string, b
   }
 }
 
+describe('postgres: the group-commit delay', { skip }, () => {
+  it('rejects a bad delay before it creates anything', async () => {
+    for (const bad of [-1, 1001, Number.NaN, '2' as unknown as number]) {
+      const schema = randomName('t');
+      await assert.rejects(openPostgresEventLog({ connectionString: POSTGRES_URL, schema, groupCommitDelayMs: bad }), (e: { code?: string }) => e.code === 'INVALID_ARGUMENT');
+      assert.deepEqual(await query(`SELECT 1 FROM information_schema.schemata WHERE schema_name = '${schema}'`), [], 'no schema was created');
+    }
+  });
+
+  it('commits a steady stream of appends in fewer, larger batches, and never delays a writer waiting on its own appends', async () => {
+    const DELAY = 30;
+    const log = await factory({ groupCommitDelayMs: DELAY });
+    try {
+      await appendSteadilyAndAlone(log, DELAY);
+    } finally {
+      await log.close();
+    }
+  });
+});
+
+/** Ten appends in a row, then a steady stream of appends, on a log opened with a group-commit delay of `DELAY` ms. */
+async function appendSteadilyAndAlone(log: EventLog, DELAY: number): Promise<void> {
+  const lone = randomName('lone');
+  const started = performance.now();
+  for (let i = 0; i < 10; i++) await log.append(lone, [{ type: 'Lone', data: { i } }]);
+  const loneMs = performance.now() - started;
+  assert.ok(loneMs < 10 * DELAY, `ten appends in a row, each waiting on the last, took ${loneMs.toFixed(0)} ms: no delay`);
+  let commits = 0;
+  const off = log.onCommit(() => commits++);
+  // A steady stream: ten appends every 2 ms for 300 ms, arriving whether or not earlier ones have committed.
+  const pending: Promise<{ events: { position: number }[] }>[] = [];
+  const end = performance.now() + 300;
+  while (performance.now() < end) {
+    for (let i = 0; i < 10; i++) pending.push(log.append(randomName('steady'), [{ type: 'Steady', data: { i } }]));
+    await sleep(2);
+  }
+  const positions = (await Promise.all(pending)).map((r) => r.events[0]!.position);
+  off();
+  assert.equal(new Set(positions).size, positions.length, 'every append committed once');
+  // Without the delay each commit (about 2 ms here) would take what arrived meanwhile: over a hundred commits.
+  assert.ok(commits <= 300 / DELAY + 4, `${positions.length} appends over 300 ms in ${commits} commits`);
+}
+
 describe('postgres: wake-ups through LISTEN/NOTIFY', { skip }, () => {
   it('wakes a follower of one log when another log commits, with no re-check of the head to fall back on', async () => {
     // recheckIntervalMs 0: no periodic head read, so only the notification can wake the follower. (A log skips the

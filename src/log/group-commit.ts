@@ -29,12 +29,19 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
+/** Requests that must have arrived during the previous commit before the group-commit delay applies (PostgreSQL's `commit_siblings` default). */
+const LINGER_SIBLINGS = 5;
+
 export class GroupCommitter {
   private readonly queue: Pending[] = [];
   /** Events in `queue`. */
   private queuedEvents = 0;
   private inFlight = 0;
   private scheduled = false;
+  /** Requests enqueued while a batch was committing, since the last cut (see lingers). */
+  private arrivedWhileCommitting = 0;
+  /** Set while a batch is held back by the group-commit delay. */
+  private lingerTimer: NodeJS.Timeout | undefined;
   private idle: Promise<void> = Promise.resolve();
   private markIdle: () => void = () => {};
 
@@ -49,6 +56,8 @@ export class GroupCommitter {
     private readonly maxInFlight: number,
     /** Called once a batch committed, before its callers are settled (readers in this process may then look at it). */
     private readonly onCommitted: (result: CommitResult, requests: readonly AppendRequest[]) => void,
+    /** See {@link lingers}; 0 cuts every batch as soon as the store is free. */
+    private readonly delayMs = 0,
   ) {}
 
   enqueue(request: AppendRequest, durability: 'durable' | 'relaxed'): Promise<{ outcome: RequestOutcome; durability: Durability; head: number }> {
@@ -57,6 +66,13 @@ export class GroupCommitter {
       if (this.inFlight === 0 && this.queue.length === 0) this.idle = new Promise((r) => (this.markIdle = r));
       this.queue.push({ request, events, durability, resolve, reject });
       this.queuedEvents += events;
+      if (this.inFlight > 0) this.arrivedWhileCommitting += 1;
+      if (this.lingerTimer !== undefined && this.queuedEvents >= this.maxBatchEvents) {
+        // A full batch gains nothing by waiting.
+        clearTimeout(this.lingerTimer);
+        this.lingerTimer = undefined;
+        this.scheduled = false;
+      }
       this.schedule();
     });
   }
@@ -76,13 +92,29 @@ export class GroupCommitter {
     return this.inFlight === 0 || (this.inFlight < this.maxInFlight && this.queuedEvents >= this.maxBatchEvents);
   }
 
+  /**
+   * The group-commit delay (PostgreSQL's `commit_delay` with `commit_siblings`, Kafka's `linger.ms`): the next batch
+   * is held back `delayMs` so that it carries more events, because at a steady high rate the cost of a commit is
+   * mostly per batch (the round trip, the statement, the WAL flush, the followers' wake-up), not per event. It only
+   * applies when appends keep arriving by themselves, which is when waiting gathers more: at least
+   * {@link LINGER_SIBLINGS} requests arrived while the previous batch was committing. A lone writer waiting on its
+   * own appends, or a few, never triggers it, and a full batch is never held back.
+   */
+  private lingers(): boolean {
+    return this.delayMs > 0 && this.inFlight === 0 && this.arrivedWhileCommitting >= LINGER_SIBLINGS && this.queuedEvents < this.maxBatchEvents;
+  }
+
   private schedule(): void {
     if (this.scheduled || this.queue.length === 0 || !this.mayCut()) return;
     this.scheduled = true;
-    setImmediate(() => {
+    const cut = (): void => {
       this.scheduled = false;
+      this.lingerTimer = undefined;
+      this.arrivedWhileCommitting = 0;
       while (this.queue.length > 0 && this.mayCut()) void this.commit(this.takeBatch());
-    });
+    };
+    if (this.lingers()) this.lingerTimer = setTimeout(cut, this.delayMs);
+    else setImmediate(cut);
   }
 
   private takeBatch(): Pending[] {

@@ -43,6 +43,12 @@ export interface EventLogOptions {
   recentEvents?: number;
 }
 
+/** What an adapter passes to {@link StoredEventLog}: the user's options and the adapter's own settings. */
+export interface StoredEventLogOptions extends EventLogOptions {
+  /** See PostgresEventLogOptions.groupCommitDelayMs. Default 0 (off). */
+  groupCommitDelayMs?: number;
+}
+
 const DEFAULT_MAX_BATCH_EVENTS = 2000;
 const DEFAULT_RECENT_EVENTS = 4096;
 
@@ -55,6 +61,24 @@ export function storageOf(log: EventLog): LogStorage {
   return storage;
 }
 const DEFAULT_READ_PAGE_SIZE = 1000;
+
+/**
+ * Validates the options every adapter shares and fills in their defaults. Adapters call it before they open
+ * anything (a file, a pool, a schema), so that a bad option throws having changed nothing.
+ */
+export function checkLogOptions(options: StoredEventLogOptions): { maxBatch: number; delayMs: number; pageSize: number; recentEvents: number } {
+  const maxBatch = options.maxBatchEvents ?? DEFAULT_MAX_BATCH_EVENTS;
+  if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new InvalidInput('INVALID_ARGUMENT', 'maxBatchEvents must be a positive integer.', { option: 'maxBatchEvents' });
+  const delayMs = options.groupCommitDelayMs ?? 0;
+  if (typeof delayMs !== 'number' || !Number.isFinite(delayMs) || delayMs < 0 || delayMs > 1000) {
+    throw new InvalidInput('INVALID_ARGUMENT', 'groupCommitDelayMs must be a number of milliseconds from 0 to 1000.', { option: 'groupCommitDelayMs' });
+  }
+  const pageSize = options.readPageSize ?? DEFAULT_READ_PAGE_SIZE;
+  if (!Number.isSafeInteger(pageSize) || pageSize < 1) throw new InvalidInput('INVALID_ARGUMENT', 'readPageSize must be a positive integer.', { option: 'readPageSize' });
+  const recentEvents = options.recentEvents ?? DEFAULT_RECENT_EVENTS;
+  if (!Number.isSafeInteger(recentEvents) || recentEvents < 0) throw new InvalidInput('INVALID_ARGUMENT', 'recentEvents must be an integer >= 0.', { option: 'recentEvents' });
+  return { maxBatch, delayMs, pageSize, recentEvents };
+}
 
 function validateFilter(filter: EventFilter | undefined): EventFilter | undefined {
   if (filter === undefined) return undefined;
@@ -120,23 +144,19 @@ export class StoredEventLog implements EventLog {
 
   constructor(
     private readonly storage: LogStorage,
-    options: EventLogOptions = {},
+    options: StoredEventLogOptions = {},
   ) {
     this.adapter = storage.adapter;
     storages.set(this, storage);
     this.limits = resolveLimits(options.limits);
     this.upcasters = options.upcasters ?? createUpcasters();
-    const maxBatch = options.maxBatchEvents ?? DEFAULT_MAX_BATCH_EVENTS;
-    if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new InvalidInput('INVALID_ARGUMENT', 'maxBatchEvents must be a positive integer.');
-    this.pageSize = options.readPageSize ?? DEFAULT_READ_PAGE_SIZE;
-    if (!Number.isSafeInteger(this.pageSize) || this.pageSize < 1) throw new InvalidInput('INVALID_ARGUMENT', 'readPageSize must be a positive integer.');
-    const recentEvents = options.recentEvents ?? DEFAULT_RECENT_EVENTS;
-    if (!Number.isSafeInteger(recentEvents) || recentEvents < 0) throw new InvalidInput('INVALID_ARGUMENT', 'recentEvents must be an integer >= 0.');
+    const { maxBatch, delayMs, pageSize, recentEvents } = checkLogOptions(options);
+    this.pageSize = pageSize;
     this.recent = new RecentEvents(recentEvents);
     this.committer = new GroupCommitter(storage, maxBatch, storage.maxCommitsInFlight, (result, requests) => {
       this.rememberCommitted(result, requests);
       this.headAdvanced(result.head);
-    });
+    }, delayMs);
     this.stopWatching = storage.watchExternalCommits((head) => this.headAdvanced(head));
   }
 

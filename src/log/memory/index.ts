@@ -2,7 +2,7 @@
  * The memory adapter: the full {@link EventLog} semantics with nothing on
  * disk. For tests and examples; appends report `durability: 'none'`.
  */
-import { StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
+import { checkLogOptions, StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
 import type { LogStorage } from '../storage.js';
 import type { EventLog } from '../types.js';
 import { commitBatch } from './append.js';
@@ -14,6 +14,7 @@ import { createMemorySubscriptionStorage } from './subscription.js';
 export type MemoryEventLogOptions = EventLogOptions;
 
 export function openMemoryEventLog(options: MemoryEventLogOptions = {}): EventLog {
+  checkLogOptions(options);
   const tables = createTables();
   const storage: LogStorage = {
     adapter: 'memory',

@@ -3,7 +3,7 @@
  * `synchronous=FULL`, so an acknowledged append is on disk. Several processes
  * may share the file; writes are serialised by SQLite's write lock.
  */
-import { StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
+import { checkLogOptions, StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
 import type { LogStorage } from '../storage.js';
 import type { EventLog } from '../types.js';
 import { commitBatch, prepareAppendStatements } from './append.js';
@@ -20,6 +20,7 @@ export interface SqliteEventLogOptions extends EventLogOptions, SqliteFileOption
 }
 
 export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
+  checkLogOptions(options ?? {});
   const file = openSqliteFile('openSqliteEventLog', options, migrate);
   const { db, busyTimeoutMs } = file;
   const write = prepareAppendStatements(db);
