@@ -2,23 +2,24 @@
 /**
  * End-to-end delivery benchmark: append (or publish), deliver, handler acks.
  * 1 KiB events over 1,000 streams, consumer concurrency 64, in one run on:
- *   - Sinho on SQLite and on PostgreSQL (a consumer group, group-committed appends);
+ *   - Sinho on SQLite and on PostgreSQL (a consumer group, group-committed appends), and on PostgreSQL
+ *     again with a 2 ms group-commit delay (groupCommitDelayMs, off by default);
  *   - RabbitMQ (amqplib: durable queue, persistent messages, publisher confirms
  *     with 256 in flight, prefetch 256, manual ack);
  *   - BullMQ on a Redis started here with `appendfsync always` (loopback, own port).
  * Each system runs (1) flat out, for its maximum rate, then (2) paced at half of
  * that rate, for its latency (send → handled), so p99 is measured below saturation.
  * The paced run also reports how many of its half-seconds had a p99 of their own
- * over 20 ms (see slowWindows).
+ * over 20 ms (see slowWindows), and the CPU time per message of this process and of the server's processes.
  *
- * The four systems alternate for ROUNDS rounds (default 3) and the table gives
+ * The five systems alternate for ROUNDS rounds (default 3) and the table gives
  * medians, with the median of the per-round ratios to RabbitMQ: on this shared
  * VM a single run moved by tens of percent within the hour.
  *
  * Before each system: PostgreSQL CHECKPOINT, sync and a second of quiet (see settle()).
  *
  * Usage: npm run bench:subscription   (BENCH_QUICK=1 for smaller sizes, ROUNDS=3,
- *   SYSTEMS=sqlite,postgres,rabbitmq,bullmq to run some of them: such a partial run, for profiling, records nothing
+ *   SYSTEMS=sqlite,postgres,postgres-delay,rabbitmq,bullmq to run some of them: such a partial run, for profiling, records nothing
  *   and skips the backlog and failure scenarios; figures are only recorded side by side)
  * Writes bench/results/subscription.json and the "Subscriptions" section of docs/benchmarks.md.
  * Then a backlog of BACKLOG events (1,000,000; 100,000 quick) is drained by a
@@ -30,7 +31,7 @@
  * stream was handled in order.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,12 +56,43 @@ const PAYLOAD = 'x'.repeat(1024 - 60);
 const workDir = join(root, '.tmp', 'bench-subscription');
 const BACKLOG = quick ? 100_000 : 1_000_000;
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
-const ALL_SYSTEMS = ['sqlite', 'postgres', 'rabbitmq', 'bullmq'];
+const ALL_SYSTEMS = ['sqlite', 'postgres', 'postgres-delay', 'rabbitmq', 'bullmq'];
+/** The group-commit delay of the "Sinho (PostgreSQL, delay)" system (docs/log.md, "Group-commit delay"). */
+const GROUP_COMMIT_DELAY_MS = 2;
 const SYSTEMS = (process.env.SYSTEMS ?? ALL_SYSTEMS.join(',')).split(',');
 for (const s of SYSTEMS) if (!ALL_SYSTEMS.includes(s)) throw new Error(`SYSTEMS: unknown system ${s} (known: ${ALL_SYSTEMS.join(', ')})`);
 const partial = ALL_SYSTEMS.some((s) => !SYSTEMS.includes(s));
+const DELAYED = `Sinho (PostgreSQL, ${GROUP_COMMIT_DELAY_MS} ms delay)`;
 
 const now = () => performance.timeOrigin + performance.now();
+
+/**
+ * CPU time (µs) used so far by the processes whose command name starts with one of `names` (a server's processes:
+ * PostgreSQL's backends, RabbitMQ's Erlang VM, redis-server), from /proc; 0 where /proc is missing.
+ */
+function serverCpuMicros(names) {
+  if (names.length === 0) return 0;
+  let ticks = 0;
+  let entries = [];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return 0;
+  }
+  for (const pid of entries) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (!names.some((n) => comm.startsWith(n))) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return (ticks * 1_000_000) / 100; // USER_HZ is 100 on Linux
+}
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -115,12 +147,14 @@ function driver() {
       const seconds = (now() - t0) / 1000;
       return { messages: count, seconds: +seconds.toFixed(2), perSecond: Math.round(count / seconds) };
     },
-    async paced(send, rate, seconds) {
+    async paced(send, rate, seconds, servers) {
       handled = 0;
       latencies = [];
       sentTimes = [];
       const count = Math.round(rate * seconds);
       const done = new Promise((resolve) => (waiter = { target: count, resolve }));
+      const cpu0 = process.cpuUsage();
+      const server0 = serverCpuMicros(servers);
       const t0 = now();
       // Only completions are counted: keeping every send's result until the end held about 100,000 results on the
       // heap (a BullMQ Job keeps its data), and the garbage collector's pauses grew with it for all systems.
@@ -144,9 +178,20 @@ function driver() {
       if (pending > 0) await new Promise((r) => (drained = r));
       if (failed) throw failed;
       await Promise.race([done, sleep(120_000).then(() => { throw new Error(`only ${handled}/${count} delivered`); })]);
+      const cpu = process.cpuUsage(cpu0);
+      const serverMicros = serverCpuMicros(servers) - server0;
       const windows = slowWindows(sentTimes, latencies, t0);
       const sorted = latencies.sort((a, b) => a - b);
-      return { rate, messages: count, p50Ms: +pct(sorted, 50).toFixed(2), p99Ms: +pct(sorted, 99).toFixed(2), maxMs: +sorted[sorted.length - 1].toFixed(2), ...windows };
+      return {
+        rate,
+        messages: count,
+        p50Ms: +pct(sorted, 50).toFixed(2),
+        p99Ms: +pct(sorted, 99).toFixed(2),
+        maxMs: +sorted[sorted.length - 1].toFixed(2),
+        ...windows,
+        // CPU per message of this process (producer, client library and consumer) and of the server's processes.
+        cpuUsPerMessage: { client: +((cpu.user + cpu.system) / count).toFixed(1), server: +(serverMicros / count).toFixed(1) },
+      };
     },
   };
 }
@@ -180,7 +225,7 @@ async function measure(name, setup) {
   try {
     await d.flatOut(system.send, Math.min(2000, N)); // warm-up
     const max = await d.flatOut(system.send, N);
-    const paced = await d.paced(system.send, Math.max(100, Math.round(max.perSecond / 2)), PACED_SECONDS);
+    const paced = await d.paced(system.send, Math.max(100, Math.round(max.perSecond / 2)), PACED_SECONDS, system.servers ?? []);
     const result = { max, halfRate: paced };
     console.log(JSON.stringify(result));
     return result;
@@ -189,12 +234,14 @@ async function measure(name, setup) {
   }
 }
 
-async function sinho(openLog) {
+/** `servers`: the command names of the store's server processes, whose CPU is counted (none for SQLite). */
+async function sinho(openLog, servers = []) {
   return async (d) => {
     const log = await openLog();
     const group = await subscribe(log, 'bench', { concurrency: CONCURRENCY, handler: (e) => d.received(e.data.sentAt) });
     return {
       send: (i) => log.append(`order-${i % STREAMS}`, [{ type: 'Placed', data: { sentAt: now(), payload: PAYLOAD } }]),
+      servers,
       close: async () => {
         await group.stop();
         await log.close();
@@ -219,6 +266,7 @@ async function rabbitmq(d) {
   let inFlight = 0;
   const slots = [];
   return {
+    servers: ['beam.smp', 'erl_child_setup'],
     send: async () => {
       while (inFlight >= 256) await new Promise((r) => slots.push(r));
       inFlight += 1;
@@ -263,6 +311,7 @@ async function bullmq(d) {
   const queue = new Queue('bench', { connection });
   const worker = new Worker('bench', async (job) => d.received(job.data.sentAt), { connection, concurrency: CONCURRENCY });
   return {
+    servers: ['redis-server'],
     send: (i) => queue.add('placed', { sentAt: now(), payload: PAYLOAD }, { removeOnComplete: true, removeOnFail: 1000 }),
     close: async () => {
       await worker.close();
@@ -438,7 +487,8 @@ async function failuresRabbitmq() {
 function writeReport(results) {
   writeResults('subscription', results);
   const rows = Object.entries(results.systems).map(
-    ([name, r]) => `| ${name} | ${r.max.perSecond.toLocaleString('en-US')} | ${r.halfRate.rate.toLocaleString('en-US')} | ${r.halfRate.p50Ms} | ${r.halfRate.p99Ms} |`,
+    ([name, r]) =>
+      `| ${name} | ${r.max.perSecond.toLocaleString('en-US')} | ${r.halfRate.rate.toLocaleString('en-US')} | ${r.halfRate.p50Ms} | ${r.halfRate.p99Ms} | ${r.halfRate.cpuUsPerMessage.client} + ${r.halfRate.cpuUsPerMessage.server} |`,
   );
   const ratio = (name) => results.systems[name].ratioToRabbitMQ.toFixed(2);
   const roundRatios = (name) => results.rounds.map((r) => (r[name].max.perSecond / r['RabbitMQ'].max.perSecond).toFixed(2) + '×').join(', ');
@@ -453,11 +503,13 @@ function writeReport(results) {
     `1 KiB messages over ${STREAMS} streams (Sinho: one stream per key, per-stream order kept), consumer concurrency ${CONCURRENCY}, ${PRODUCERS} concurrent producers. "max" is ${N.toLocaleString('en-US')} messages flat out (append/publish → handled → acked); latency is send → handler, measured at half of each system's own maximum for ${PACED_SECONDS} s.`,
     'RabbitMQ: durable queue, persistent messages, publisher confirms with 256 in flight, prefetch 256, manual ack. BullMQ: a Redis started for the run with `appendonly yes`, `appendfsync always`.',
     '',
-    '| system | max messages/s | half rate (/s) | p50 ms | p99 ms |',
-    '|---|---:|---:|---:|---:|',
+    '| system | max messages/s | half rate (/s) | p50 ms | p99 ms | CPU µs per message at half rate (this process + server) |',
+    '|---|---:|---:|---:|---:|---:|',
     ...rows,
     '',
-    `Throughput relative to RabbitMQ, the median of each round's ratio: Sinho on SQLite **${ratio('Sinho (SQLite)')}×** (rounds: ${roundRatios('Sinho (SQLite)')}; target ≥ 2), Sinho on PostgreSQL **${ratio('Sinho (PostgreSQL)')}×** (${roundRatios('Sinho (PostgreSQL)')}; target ≥ 1), BullMQ ${ratio('BullMQ')}×. Target p99 at half rate: under 20 ms (rounds, ms: SQLite ${roundP99('Sinho (SQLite)')}; PostgreSQL ${roundP99('Sinho (PostgreSQL)')}; RabbitMQ ${roundP99('RabbitMQ')}).`,
+    `Throughput relative to RabbitMQ, the median of each round's ratio: Sinho on SQLite **${ratio('Sinho (SQLite)')}×** (rounds: ${roundRatios('Sinho (SQLite)')}; target ≥ 2), Sinho on PostgreSQL **${ratio('Sinho (PostgreSQL)')}×** (${roundRatios('Sinho (PostgreSQL)')}; target ≥ 1), with the delay ${ratio(DELAYED)}×, BullMQ ${ratio('BullMQ')}×. Target p99 at half rate: under 20 ms (rounds, ms: SQLite ${roundP99('Sinho (SQLite)')}; PostgreSQL ${roundP99('Sinho (PostgreSQL)')}; PostgreSQL with the ${GROUP_COMMIT_DELAY_MS} ms delay ${roundP99(DELAYED)}; RabbitMQ ${roundP99('RabbitMQ')}).`,
+    '',
+    `"${DELAYED}" is the same log opened with \`groupCommitDelayMs: ${GROUP_COMMIT_DELAY_MS}\` (off by default; docs/log.md, "Group-commit delay"). CPU is this process's (producers, client library, consumer) plus the server's processes' (PostgreSQL's, RabbitMQ's Erlang VM, the run's redis-server), from /proc, per message of the paced run; SQLite has no server.`,
     '',
     `Half-seconds of each paced run (by send time) whose own p99 was over 20 ms, per round: ${Object.keys(results.systems).map((name) => `${name} ${roundSlow(name)}`).join('; ')}.`,
     '',
@@ -482,7 +534,12 @@ async function record(results) {
     const of = (f) => median(results.rounds.map((r) => f(r[name])));
     results.systems[name] = {
       max: { perSecond: Math.round(of((x) => x.max.perSecond)) },
-      halfRate: { rate: Math.round(of((x) => x.halfRate.rate)), p50Ms: +of((x) => x.halfRate.p50Ms).toFixed(2), p99Ms: +of((x) => x.halfRate.p99Ms).toFixed(2) },
+      halfRate: {
+        rate: Math.round(of((x) => x.halfRate.rate)),
+        p50Ms: +of((x) => x.halfRate.p50Ms).toFixed(2),
+        p99Ms: +of((x) => x.halfRate.p99Ms).toFixed(2),
+        cpuUsPerMessage: { client: +of((x) => x.halfRate.cpuUsPerMessage.client).toFixed(1), server: +of((x) => x.halfRate.cpuUsPerMessage.server).toFixed(1) },
+      },
     };
     results.systems[name].ratioToRabbitMQ = +median(results.rounds.map((r) => r[name].max.perSecond / r['RabbitMQ'].max.perSecond)).toFixed(2);
   }
@@ -513,7 +570,10 @@ try {
     console.log(`round ${round} of ${ROUNDS}`);
     const r = {};
     if (SYSTEMS.includes('sqlite')) r['Sinho (SQLite)'] = await measure('sinho sqlite', await sinho(async () => openSqliteEventLog({ path: join(workDir, `log-${round}.sqlite`) })));
-    if (SYSTEMS.includes('postgres')) r['Sinho (PostgreSQL)'] = await measure('sinho postgres', await sinho(() => openPostgresEventLog({ connectionString: POSTGRES_URL, schema: `${schema}_${round}` })));
+    if (SYSTEMS.includes('postgres')) r['Sinho (PostgreSQL)'] = await measure('sinho postgres', await sinho(() => openPostgresEventLog({ connectionString: POSTGRES_URL, schema: `${schema}_${round}` }), ['postgres']));
+    if (SYSTEMS.includes('postgres-delay')) {
+      r[DELAYED] = await measure(`sinho postgres, ${GROUP_COMMIT_DELAY_MS} ms group-commit delay`, await sinho(() => openPostgresEventLog({ connectionString: POSTGRES_URL, schema: `${schema}_d${round}`, groupCommitDelayMs: GROUP_COMMIT_DELAY_MS }), ['postgres']));
+    }
     if (SYSTEMS.includes('rabbitmq')) r['RabbitMQ'] = await measure('rabbitmq', rabbitmq);
     if (SYSTEMS.includes('bullmq')) r['BullMQ'] = await measure('bullmq', bullmq);
     results.rounds.push(r);
@@ -523,7 +583,10 @@ try {
 } finally {
   const c = new pg.Client({ connectionString: POSTGRES_URL });
   await c.connect();
-  for (let round = 1; round <= ROUNDS; round++) await c.query(`DROP SCHEMA IF EXISTS ${schema}_${round} CASCADE`);
+  for (let round = 1; round <= ROUNDS; round++) {
+    await c.query(`DROP SCHEMA IF EXISTS ${schema}_${round} CASCADE`);
+    await c.query(`DROP SCHEMA IF EXISTS ${schema}_d${round} CASCADE`);
+  }
   await c.end();
   rmSync(workDir, { recursive: true, force: true });
 }
