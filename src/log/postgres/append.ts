@@ -1,6 +1,6 @@
 import { lookupKeys, planCommit, type CommitPlan } from '../plan.js';
 import type { AppendRequest, CommitResult, StoredEvent } from '../storage.js';
-import { inTransaction, type PgPool, type PgQueryable } from './pg-types.js';
+import { arrayLiteral, inTransaction, type PgPool, type PgQueryable } from './pg-types.js';
 import { eventColumns } from './read.js';
 
 /**
@@ -101,21 +101,21 @@ async function planAndWrite(
   const { rows } = await db.query<{ head: number | null }>(
     `SELECT ${schema}.append_planned($1::text[], $2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::uuid[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::int[], $12::json, $13::json, $14::text[], $15::bigint[], $16::bigint, $17::text) AS head${relaxed}`,
     [
-      streams,
-      streams.map((name) => revisions.get(name) ?? -1),
-      givenIds.filter((id) => stored.has(id)),
-      givenIds.filter((id) => !stored.has(id)),
-      r.map((x) => x.position),
-      r.map((x) => x.id),
-      r.map((x) => x.stream),
-      r.map((x) => x.category),
-      r.map((x) => x.revision),
-      r.map((x) => x.type),
-      r.map((x) => x.schemaVersion),
+      arrayLiteral(streams),
+      arrayLiteral(streams.map((name) => revisions.get(name) ?? -1)),
+      arrayLiteral(givenIds.filter((id) => stored.has(id))),
+      arrayLiteral(givenIds.filter((id) => !stored.has(id))),
+      arrayLiteral(r.map((x) => x.position)),
+      arrayLiteral(r.map((x) => x.id)),
+      arrayLiteral(r.map((x) => x.stream)),
+      arrayLiteral(r.map((x) => x.category)),
+      arrayLiteral(r.map((x) => x.revision)),
+      arrayLiteral(r.map((x) => x.type)),
+      arrayLiteral(r.map((x) => x.schemaVersion)),
       `[${r.map((x) => x.data).join(',')}]`,
       `[${r.map((x) => x.metadata).join(',')}]`,
-      [...plan.streamRevisions.keys()],
-      [...plan.streamRevisions.values()],
+      arrayLiteral([...plan.streamRevisions.keys()]),
+      arrayLiteral([...plan.streamRevisions.values()]),
       r.length,
       channel,
     ],

@@ -56,3 +56,20 @@ export async function inTransaction<T>(pool: PgPool, work: (client: PgQueryable)
     client.release(broken);
   }
 }
+
+/**
+ * A PostgreSQL array literal (for a `$n::text[]`, `uuid[]` or `bigint[]` parameter), every element quoted, so that
+ * a stream named `NULL` stays a name. The append path passes validated stream names, categories, event types, UUIDs
+ * and integers, none of which holds a quote or a backslash: they are joined as they are, where pg's own
+ * serialisation escapes element by element (about 2.5 KB of short-lived strings per event; docs/log.md). Any value
+ * that does hold one is escaped as pg would.
+ */
+export function arrayLiteral(values: readonly (string | number)[]): string {
+  if (values.length === 0) return '{}';
+  for (const value of values) {
+    if (typeof value === 'string' && (value.includes('"') || value.includes('\\'))) {
+      return `{${values.map((v) => `"${String(v).replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`).join(',')}}`;
+    }
+  }
+  return `{"${values.join('","')}"}`;
+}
