@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { GroupCommitter } from '../src/log/group-commit.js';
 import type { AppendRequest, CommitResult, LogStorage } from '../src/log/storage.js';
+import { sleep } from './support/wait.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -83,7 +84,6 @@ describe('group commit: cutting batches', () => {
 });
 
 describe('group commit: the group-commit delay', () => {
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const DELAY = 40;
 
   it('holds the next batch back when appends kept arriving during the previous commit, and it gathers more', async () => {

@@ -12,7 +12,7 @@ import { subscriptionConformance, type ProjectionFixture } from './conformance/s
 import pg from 'pg';
 import type { EventLog } from '../src/index.js';
 import { dropSchema, POSTGRES_URL, postgresSkipReason, randomName } from './support/services.js';
-import { sleep, until } from './support/realtime.js';
+import { sleep, until } from './support/wait.js';
 
 const skip = await postgresSkipReason();
 const schemas: string[] = [];

@@ -13,18 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { startApi, startWorker, type ApiRole, type WorkerRole } from '../apps/moim/src/moim.js';
 import type { EventLog } from '../src/index.js';
 import { POSTGRES_URL, dropSchema, postgresSkipReason, randomName } from './support/services.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually<T>(probe: () => Promise<T>, ok: (value: T) => boolean, what: string, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
-    await sleep(20);
-  }
-}
+import { eventually } from './support/wait.js';
 
 const postgresSkip = await postgresSkipReason();
 

@@ -11,7 +11,7 @@ import { openMemoryEventLog } from 'sinho/memory';
 import { consumerGroups } from 'sinho';
 import { MEMBERSHIP_CACHE_GROUP, startMembershipCache } from '../apps/moim/src/membership-cache.js';
 import { REDIS_URL, redisSkipReason, exclusiveDuringSuite } from './support/services.js';
-import { until } from './support/realtime.js';
+import { until } from './support/wait.js';
 
 const skip = await redisSkipReason();
 

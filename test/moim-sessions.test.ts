@@ -12,7 +12,7 @@ import { CachedSessionStore, SqliteSessionStore, type SessionStore } from '../ap
 import { RedisSessionStore } from '../apps/moim/src/sessions-redis.js';
 import { PostgresSessionStore } from '../apps/moim/src/sessions-postgres.js';
 import { POSTGRES_URL, REDIS_URL, dropSchema, postgresSkipReason, randomName, redisSkipReason, exclusiveDuringSuite } from './support/services.js';
-import { sleep, until } from './support/realtime.js';
+import { sleep, until } from './support/wait.js';
 
 const skip = await redisSkipReason();
 const dir = mkdtempSync(join(tmpdir(), 'moim-sessions-'));

@@ -16,9 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { FeedClient, type NotificationMessage } from '../src/client/index.js';
+import { sleep } from './support/wait.js';
 
 const main = fileURLToPath(new URL('../apps/moim/dist/main.js', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('moim start: the seeds story over real ports', { timeout: 90_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'moim-start-'));

@@ -15,8 +15,8 @@ import { buildLedger } from '../apps/moim/src/ledger/service.js';
 import { startApi, startWorker, type WorkerRole } from '../apps/moim/src/moim.js';
 import { verifyHistory } from '../apps/moim/src/verify.js';
 import Database from 'better-sqlite3';
+import { sleep } from './support/wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('moim transfers', { timeout: 60_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'moim-transfers-'));

@@ -12,9 +12,9 @@ import pg from 'pg';
 import { openPostgresEventLog } from '../src/log/postgres/index.js';
 import { startChild, type Child } from './support/child.js';
 import { dropSchema, POSTGRES_URL, postgresSkipReason, randomName } from './support/services.js';
+import { sleep } from './support/wait.js';
 
 const script = fileURLToPath(new URL('./fixtures/partition-node.ts', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('postgres: partitioned group across processes', { timeout: 90_000 }, () => {
   const schema = randomName('t');

@@ -11,7 +11,7 @@ import { openMemoryEventLog } from '../src/log/memory/index.js';
 import { domainError, handleCommand, type Decider } from '../src/index.js';
 import { deadQueueName, startRabbitInbound } from '../src/bridges/rabbitmq/index.js';
 import { RABBITMQ_URL, rabbitmqSkipReason, randomName, exclusiveDuringSuite } from './support/services.js';
-import { until } from './support/realtime.js';
+import { until } from './support/wait.js';
 
 const skip = await rabbitmqSkipReason();
 

@@ -16,7 +16,7 @@ import { consumerGroups } from '../src/index.js';
 import { deadQueueName, retryOrDeadLetter, RETRY_COUNT_HEADER, startRabbitRelay, type RetryTopologySpec } from '../src/bridges/rabbitmq/index.js';
 import { declareTopology } from '../src/bridges/rabbitmq/topology.js';
 import { RABBITMQ_URL, rabbitmqSkipReason, randomName, exclusiveDuringSuite } from './support/services.js';
-import { sleep, until } from './support/realtime.js';
+import { sleep, until } from './support/wait.js';
 
 const skip = await rabbitmqSkipReason();
 const dir = mkdtempSync(join(tmpdir(), 'sinho-relay-'));

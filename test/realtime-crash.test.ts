@@ -15,7 +15,7 @@ import { openSqliteFeedStore } from '../src/log/sqlite/index.js';
 import { gatewayNodeOf, type FeedStore } from '../src/realtime/index.js';
 import { FeedClient } from '../src/client/index.js';
 import { startChild, type Child } from './support/child.js';
-import { sleep, until } from './support/realtime.js';
+import { sleep, until } from './support/wait.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/gateway-node.ts', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'sinho-gw-crash-'));

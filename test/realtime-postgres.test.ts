@@ -9,7 +9,8 @@ import { openPostgresFeedStore } from '../src/log/postgres/index.js';
 import { Gateway, type FeedStore } from '../src/realtime/index.js';
 import { feedStoreConformance } from './conformance/feed-store.js';
 import { dropSchema, POSTGRES_URL, postgresSkipReason, randomName } from './support/services.js';
-import { rawClient, until } from './support/realtime.js';
+import { rawClient } from './support/realtime.js';
+import { until } from './support/wait.js';
 
 const skip = await postgresSkipReason();
 const schemas: string[] = [];

@@ -9,7 +9,8 @@ import { openSqliteFeedStore } from '../src/log/sqlite/index.js';
 import { CLOSE_CODES, Gateway, runFanOut, undeliveredStream, type FeedStore, type GatewayOptions, type GatewaySession } from '../src/realtime/index.js';
 import { FeedClient, type NotificationMessage } from '../src/client/index.js';
 import { feedStoreConformance } from './conformance/feed-store.js';
-import { rawClient, sleep, until } from './support/realtime.js';
+import { rawClient } from './support/realtime.js';
+import { sleep, until } from './support/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sinho-realtime-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

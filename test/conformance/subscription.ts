@@ -10,6 +10,7 @@ import { storageOf } from '../../src/log/stored-event-log.js';
 import { randomName } from '../support/services.js';
 import { stream } from './event-log.js';
 import { rejectsWithCode, suiteLogs, type LogFactory } from '../support/logs.js';
+import { sleep, until } from '../support/wait.js';
 
 /** SQL a transactional handler runs, in the adapter's dialect (absent for memory). */
 export interface ProjectionFixture {
@@ -19,15 +20,6 @@ export interface ProjectionFixture {
   read(log: EventLog, table: string): Promise<Map<string, number>>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(condition: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 /**
  * `peer` opens a second log on the same store as `log`, as another node would

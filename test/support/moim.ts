@@ -1,8 +1,8 @@
 /** moim HTTP helpers for tests that drive the API in-process (inject). */
 import assert from 'node:assert/strict';
 import type { FastifyInstance } from 'fastify';
+import { sleep } from './wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `app()` is read at each call: the API is usually started in a `before` hook. */
 export function moimClient(app: () => FastifyInstance, options: { emailPrefix: string; settleTimeoutMs: number }) {

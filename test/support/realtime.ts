@@ -1,16 +1,7 @@
-/** Helpers for realtime tests: a raw protocol client that records frames, and waiting. */
+/** Helpers for realtime tests: a raw protocol client that records frames. */
 import { WebSocket } from 'ws';
 import type { ServerFrame } from '../../src/realtime/index.js';
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+import { until } from './wait.js';
 
 export interface RawClient {
   ws: WebSocket;
