@@ -10,7 +10,7 @@ import { aggregateConformance } from './conformance/aggregate.js';
 import { followsThroughAnotherWriter } from './support/logs.js';
 import { subscriptionConformance, type ProjectionFixture } from './conformance/subscription.js';
 import pg from 'pg';
-import type { EventLog } from '../src/index.js';
+import { subscribe, type EventLog } from '../src/index.js';
 import { dropSchema, POSTGRES_URL, postgresSkipReason, randomName } from './support/services.js';
 import { sleep, until } from './support/wait.js';
 
@@ -165,6 +165,43 @@ async function whileFollowing(mine: EventLog, other: EventLog, stream: string, b
     await mine.close();
   }
 }
+
+describe('postgres: fencing', { skip }, () => {
+  // Two checkpoint paths: one that moves the position only (a single statement), and one that also writes a retry.
+  for (const failing of [false, true]) {
+    it(`stops an instance whose lease was taken over, and its ${failing ? 'checkpoint with a retry' : 'position-only checkpoint'} writes nothing`, async () => {
+      const log = await factory();
+      const groups = `${schemaOf.get(log)}.groups`;
+      const deferred = `${schemaOf.get(log)}.group_deferred`;
+      try {
+        await log.append('fence-1', [{ type: 'A', data: {} }]);
+        const group = await subscribe(log, 'fenced', {
+          handler: (e) => {
+            if (failing && e.type === 'B') throw new Error('not yet');
+          },
+          retry: { delaysMs: [60_000], maxAttempts: 2 },
+          leaseMs: 300,
+        });
+        await group.waitForCheckpoint(1);
+        const errors: string[] = [];
+        group.on('subscription:error', ({ error }) => errors.push((error as { code?: string }).code ?? error.message));
+        const stopped = new Promise<void>((r) => group.once('subscription:stopped', () => r()));
+        // Another instance takes the group over (as if this one had stalled past its lease).
+        await query(`UPDATE ${groups} SET owner = 'other-instance', lease_until = ${Date.now() + 60_000} WHERE name = 'fenced'`);
+        const [before] = await query<{ position: number }>(`SELECT position FROM ${groups} WHERE name = 'fenced'`);
+        await log.append('fence-1', [{ type: 'B', data: {} }]);
+        await stopped;
+        assert.deepEqual(errors, ['GROUP_LEASE_LOST']);
+        const [after] = await query<{ position: number }>(`SELECT position FROM ${groups} WHERE name = 'fenced'`);
+        assert.equal(Number(after!.position), Number(before!.position), 'the fenced instance moved no checkpoint');
+        assert.deepEqual(await query(`SELECT position FROM ${deferred} WHERE group_name = 'fenced'`), [], 'and recorded no retry');
+        await group.stop();
+      } finally {
+        await log.close();
+      }
+    });
+  }
+});
 
 describe('postgres: array parameters of the append path', { skip }, () => {
   it('round-trips every value through the array literal, quoted or escaped, and a stream named NULL appends as a name', async () => {
