@@ -13,6 +13,9 @@
  * meanwhile. Positions stay in commit order because every adapter assigns them
  * under its write lock (SQLite's, or PostgreSQL's head row).
  *
+ * With a group-commit delay (a PostgreSQL option, off by default; see lingers), a batch that is not full is cut
+ * that much later while appends keep arriving on their own.
+ *
  * Per-call atomicity and expected-revision checks are unaffected: the adapter
  * plans each request separately inside the shared transaction (see plan.ts).
  * If the transaction itself fails (disk full, connection lost), every request
