@@ -64,6 +64,7 @@ const loadtest = program
   .description('run a load-test scenario (YAML, or a .ts/.js module exporting it)')
   .argument('<scenario>', 'the scenario file')
   .option('--agents <urls>', 'comma-separated URLs of `sinho loadtest agent` processes to generate the load')
+  .option('--agent-token <token>', 'the token the agents were started with (default: $SINHO_AGENT_TOKEN)')
   .option('--report <file>', 'the HTML report to write', 'loadtest-report.html')
   .option('--json <file>', 'the JSON summary to write', 'loadtest-report.json')
   .option('--compare <file>', "a previous run's JSON summary to compare with")
@@ -73,7 +74,7 @@ const loadtest = program
   .option('--http <url>', 'replace target.http')
   .option('--ws <url>', 'replace target.ws')
   .option('--quiet', 'no live progress')
-  .action(async (file: string, opts: { agents?: string; report: string; json: string; compare?: string; rateScale?: number; phaseDuration?: string; users?: number; http?: string; ws?: string; quiet?: boolean }) => {
+  .action(async (file: string, opts: { agents?: string; agentToken?: string; report: string; json: string; compare?: string; rateScale?: number; phaseDuration?: string; users?: number; http?: string; ws?: string; quiet?: boolean }) => {
     const overrides: ScenarioOverrides = {};
     if (opts.rateScale !== undefined) overrides.rateScale = opts.rateScale;
     if (opts.phaseDuration !== undefined) overrides.phaseDuration = opts.phaseDuration;
@@ -105,6 +106,7 @@ const loadtest = program
     process.once('SIGINT', onSignal);
     const summary = await runLoadTest(scenario, {
       ...(opts.agents ? { agents: opts.agents.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
+      ...((opts.agentToken ?? process.env.SINHO_AGENT_TOKEN) ? { agentToken: opts.agentToken ?? process.env.SINHO_AGENT_TOKEN } : {}),
       signal: controller.signal,
       log: (line) => process.stderr.write(`${line}\n`),
       onProgress: opts.quiet
@@ -128,8 +130,17 @@ loadtest
   .description('serve a load generator that a controller (`sinho loadtest --agents`) drives')
   .option('--host <host>', 'address to listen on (0.0.0.0 to accept other hosts)', '127.0.0.1')
   .option('--port <port>', 'port to listen on (0: any free port)', port, 7070)
-  .action(async (opts: { host: string; port: number }) => {
-    const server = await startAgent({ host: opts.host, port: opts.port, log: (line) => process.stderr.write(`${line}\n`) });
+  .option('--token <token>', `a secret of at least 16 characters every request must carry; required beyond loopback (default: $SINHO_AGENT_TOKEN)`)
+  .action(async (opts: { host: string; port: number; token?: string }) => {
+    const token = opts.token ?? process.env.SINHO_AGENT_TOKEN;
+    let server;
+    try {
+      server = await startAgent({ host: opts.host, port: opts.port, ...(token ? { token } : {}), log: (line) => process.stderr.write(`${line}\n`) });
+    } catch (error) {
+      process.stderr.write(`sinho loadtest agent: ${(error as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     const address = server.address();
     process.stdout.write(`sinho loadtest agent listening on http://${opts.host}:${typeof address === 'object' && address ? address.port : opts.port}\n`);
     const stop = () => server.close(() => process.exit(0));

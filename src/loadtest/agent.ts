@@ -8,7 +8,14 @@
  *
  * Agent endpoints: POST /prepare {scenario, shard, runId} -> 204 when set up;
  * POST /load {startAt} -> {result, health}; GET /progress; POST /stop; POST /close.
+ *
+ * An agent makes whatever load it is told to, at whatever target: one that other hosts can reach must not take
+ * orders from anyone. With a token, every request must carry `Authorization: Bearer <token>` (401
+ * AGENT_UNAUTHORIZED otherwise, before the body is read); an agent listening beyond loopback refuses to start
+ * without one (AGENT_TOKEN_REQUIRED).
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import { Agent, request } from 'undici';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { LoadRun, LoadTestError, type LoadGenerator, type GeneratorResult, type Progress, type Shard } from './load-run.js';
@@ -38,13 +45,41 @@ function send(res: ServerResponse, status: number, body?: unknown): void {
   res.end(body === undefined ? undefined : JSON.stringify(body));
 }
 
+/** Shortest token accepted: a guessable one would make the check decorative. */
+export const MIN_AGENT_TOKEN_LENGTH = 16;
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
+}
+
+/** SHA-256 of the token, so that the comparison is constant-time whatever the lengths. */
+const digest = (value: string): Buffer => createHash('sha256').update(value).digest();
+
 /** Serves one generator at a time. Resolves with the listening server. */
-export async function startAgent(options: { host?: string; port?: number; log?: (line: string) => void } = {}): Promise<Server> {
+export async function startAgent(options: { host?: string; port?: number; token?: string; log?: (line: string) => void } = {}): Promise<Server> {
   const log = options.log ?? (() => {});
+  const host = options.host ?? '127.0.0.1';
+  const token = options.token;
+  if (token !== undefined && (typeof token !== 'string' || token.length < MIN_AGENT_TOKEN_LENGTH)) {
+    throw new LoadTestError('AGENT_TOKEN_REQUIRED', `the agent token must be a string of at least ${MIN_AGENT_TOKEN_LENGTH} characters`);
+  }
+  if (token === undefined && !isLoopback(host)) {
+    throw new LoadTestError(
+      'AGENT_TOKEN_REQUIRED',
+      `an agent listening on ${host} can be reached by other hosts: give it a token (--token or SINHO_AGENT_TOKEN) and the controller the same one (--agent-token)`,
+    );
+  }
+  const expected = token === undefined ? undefined : digest(`Bearer ${token}`);
   let run: LoadRun | undefined;
   const server = createServer((req, res) => {
     void (async () => {
       try {
+        if (expected && !timingSafeEqual(digest(req.headers.authorization ?? ''), expected)) {
+          res.setHeader('www-authenticate', 'Bearer');
+          return send(res, 401, { code: 'AGENT_UNAUTHORIZED', message: 'this agent needs the controller\'s token (Authorization: Bearer <token>)' });
+        }
         const url = new URL(req.url ?? '/', 'http://agent');
         if (req.method === 'POST' && url.pathname === '/prepare') {
           const body = await readJson(req);
@@ -92,7 +127,7 @@ export async function startAgent(options: { host?: string; port?: number; log?: 
   server.headersTimeout = 60_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', resolve);
+    server.listen(options.port ?? 0, host, resolve);
   });
   return server;
 }
@@ -103,14 +138,20 @@ export class RemoteGenerator implements LoadGenerator {
     readonly name: string,
     private readonly scenario: ScenarioInput,
     private readonly shard: Shard,
+    /** The agents' token (startAgent's `token`), sent with every request. */
+    private readonly token?: string,
   ) {}
+
+  private headers(json: boolean): Record<string, string> {
+    return { ...(json ? { 'content-type': 'application/json' } : {}), ...(this.token === undefined ? {} : { authorization: `Bearer ${this.token}` }) };
+  }
 
   private async call(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<Response> {
     let response: Response;
     try {
       response = await fetch(new URL(path, this.name), {
         method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers: this.headers(body !== undefined),
         body: body === undefined ? undefined : JSON.stringify(body),
         ...(timeoutMs ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
       });
@@ -120,7 +161,8 @@ export class RemoteGenerator implements LoadGenerator {
     }
     if (!response.ok) {
       const problem = (await response.json().catch(() => ({}))) as { code?: string; message?: string };
-      const code = problem.code === 'TARGET_UNREACHABLE' || problem.code === 'SETUP_FAILED' || problem.code === 'INVALID_SCENARIO' ? problem.code : 'AGENT_FAILED';
+      const code =
+        problem.code === 'TARGET_UNREACHABLE' || problem.code === 'SETUP_FAILED' || problem.code === 'INVALID_SCENARIO' || problem.code === 'AGENT_UNAUTHORIZED' ? problem.code : 'AGENT_FAILED';
       throw new LoadTestError(code, `agent ${this.name}: ${problem.message ?? `HTTP ${response.status}`}`);
     }
     return response;
@@ -134,7 +176,7 @@ export class RemoteGenerator implements LoadGenerator {
     // The response comes at the end of the run: no body or headers timeout.
     const dispatcher = new Agent({ headersTimeout: 0, bodyTimeout: 0 });
     try {
-      const response = await request(new URL('/load', this.name), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ startAt }), dispatcher });
+      const response = await request(new URL('/load', this.name), { method: 'POST', headers: this.headers(true), body: JSON.stringify({ startAt }), dispatcher });
       const text = await response.body.text();
       if (response.statusCode !== 200) {
         const problem = (JSON.parse(text || '{}') ?? {}) as { message?: string };

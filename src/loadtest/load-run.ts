@@ -76,7 +76,7 @@ export interface LoadGenerator {
 /** A run that could not be done (bad target, failed setup). `code` is stable. */
 export class LoadTestError extends Error {
   constructor(
-    readonly code: 'TARGET_UNREACHABLE' | 'SETUP_FAILED' | 'TARGET_START_FAILED' | 'AGENT_FAILED' | 'INVALID_SCENARIO',
+    readonly code: 'TARGET_UNREACHABLE' | 'SETUP_FAILED' | 'TARGET_START_FAILED' | 'AGENT_FAILED' | 'AGENT_UNAUTHORIZED' | 'AGENT_TOKEN_REQUIRED' | 'INVALID_SCENARIO',
     message: string,
   ) {
     super(message);

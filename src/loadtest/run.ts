@@ -16,6 +16,8 @@ import { emptyCounters, Latency } from './stats.js';
 export interface RunLoadTestOptions {
   /** Base URLs of `sinho loadtest agent` processes; none: generate load in this process. */
   agents?: string[];
+  /** The token the agents were started with (their `--token`), sent with every request to them. */
+  agentToken?: string;
   /** Called every second with the run's progress. */
   onProgress?: (progress: Progress) => void;
   /** Lines worth telling the user (target started, setup done, ...). */
@@ -169,7 +171,7 @@ export async function runLoadTest(scenario: Scenario, options: RunLoadTestOption
     if (agents.length > 1 && scenario.action.deliveries?.to === 'all') {
       throw new LoadTestError('INVALID_SCENARIO', 'action.deliveries.to: all needs every user on one generator; with several agents, use group or actor');
     }
-    if (agents.length > 0) agents.forEach((url, index) => generators.push(new RemoteGenerator(url, scenario.input, { index, count: agents.length })));
+    if (agents.length > 0) agents.forEach((url, index) => generators.push(new RemoteGenerator(url, scenario.input, { index, count: agents.length }, options.agentToken)));
     else generators.push(new LocalGenerator(scenario));
     log(`setting up ${scenario.users.count} users${scenario.groups ? ' and the groups' : ''} on ${generators.length} generator(s)`);
     await Promise.all(generators.map((g) => g.prepare()));
