@@ -32,7 +32,7 @@
  * stream was handled in order.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +42,7 @@ import pg from 'pg';
 import { subscribe } from '../dist/index.js';
 import { openPostgresEventLog } from '../dist/log/postgres/index.js';
 import { openSqliteEventLog } from '../dist/log/sqlite/index.js';
+import { cpuMicrosOfProcessesNamed } from '../dist/loadtest/monitor.js';
 import { machine, writeDocSection, writeResults, median } from './report.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -67,33 +68,6 @@ const DELAYED = `Sinho (PostgreSQL, ${GROUP_COMMIT_DELAY_MS} ms delay)`;
 
 const now = () => performance.timeOrigin + performance.now();
 
-/**
- * CPU time (µs) used so far by the processes whose command name starts with one of `names` (a server's processes:
- * PostgreSQL's backends, RabbitMQ's Erlang VM, redis-server), from /proc; 0 where /proc is missing.
- */
-function serverCpuMicros(names) {
-  if (names.length === 0) return 0;
-  let ticks = 0;
-  let entries = [];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return 0;
-  }
-  for (const pid of entries) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      if (!names.some((n) => comm.startsWith(n))) continue;
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
-    } catch {
-      // the process ended meanwhile
-    }
-  }
-  return (ticks * 1_000_000) / 100; // USER_HZ is 100 on Linux
-}
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -125,19 +99,20 @@ function slowWindows(sentTimes, latencies, t0) {
 function driver() {
   let handled = 0;
   let latencies = [];
-  let sentTimes = [];
+  /** Send times in step with `latencies`, kept in paced runs only. */
+  let sentTimes;
   let waiter;
   return {
     received(sentAt) {
       handled += 1;
       latencies.push(now() - sentAt);
-      sentTimes.push(sentAt);
+      sentTimes?.push(sentAt); // paced runs only (slowWindows)
       if (waiter && handled >= waiter.target) waiter.resolve();
     },
     async flatOut(send, count) {
       handled = 0;
       latencies = [];
-      sentTimes = [];
+      sentTimes = undefined;
       const done = new Promise((resolve) => (waiter = { target: count, resolve }));
       const t0 = now();
       let next = 0;
@@ -155,7 +130,7 @@ function driver() {
       const count = Math.round(rate * seconds);
       const done = new Promise((resolve) => (waiter = { target: count, resolve }));
       const cpu0 = process.cpuUsage();
-      const server0 = serverCpuMicros(servers);
+      const server0 = cpuMicrosOfProcessesNamed(servers);
       const t0 = now();
       // Only completions are counted: keeping every send's result until the end held about 100,000 results on the
       // heap (a BullMQ Job keeps its data), and the garbage collector's pauses grew with it for all systems.
@@ -180,7 +155,7 @@ function driver() {
       if (failed) throw failed;
       await Promise.race([done, sleep(120_000).then(() => { throw new Error(`only ${handled}/${count} delivered`); })]);
       const cpu = process.cpuUsage(cpu0);
-      const serverMicros = serverCpuMicros(servers) - server0;
+      const serverMicros = cpuMicrosOfProcessesNamed(servers) - server0;
       const windows = slowWindows(sentTimes, latencies, t0);
       const sorted = latencies.sort((a, b) => a - b);
       return {
@@ -267,7 +242,7 @@ async function rabbitmq(d) {
   let inFlight = 0;
   const slots = [];
   return {
-    servers: ['beam.smp', 'erl_child_setup'],
+    servers: ['beam.smp'], // with its children (erl_child_setup, inet_gethost)
     send: async () => {
       while (inFlight >= 256) await new Promise((r) => slots.push(r));
       inFlight += 1;

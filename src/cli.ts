@@ -9,7 +9,7 @@
  * (invalid scenario, target unreachable or died, setup or an agent failed); 3 the generator was the
  * bottleneck (the run is invalid) though every threshold passed.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { createServer } from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { loadScenario, ScenarioError, type ScenarioOverrides } from './loadtest/scenario.js';
@@ -64,7 +64,7 @@ const loadtest = program
   .description('run a load-test scenario (YAML, or a .ts/.js module exporting it)')
   .argument('<scenario>', 'the scenario file')
   .option('--agents <urls>', 'comma-separated URLs of `sinho loadtest agent` processes to generate the load')
-  .option('--agent-token <token>', 'the token the agents were started with (default: $SINHO_AGENT_TOKEN)')
+  .addOption(new Option('--agent-token <token>', 'the token the agents were started with').env('SINHO_AGENT_TOKEN'))
   .option('--report <file>', 'the HTML report to write', 'loadtest-report.html')
   .option('--json <file>', 'the JSON summary to write', 'loadtest-report.json')
   .option('--compare <file>', "a previous run's JSON summary to compare with")
@@ -106,7 +106,7 @@ const loadtest = program
     process.once('SIGINT', onSignal);
     const summary = await runLoadTest(scenario, {
       ...(opts.agents ? { agents: opts.agents.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
-      ...((opts.agentToken ?? process.env.SINHO_AGENT_TOKEN) ? { agentToken: opts.agentToken ?? process.env.SINHO_AGENT_TOKEN } : {}),
+      ...(opts.agentToken ? { agentToken: opts.agentToken } : {}),
       signal: controller.signal,
       log: (line) => process.stderr.write(`${line}\n`),
       onProgress: opts.quiet
@@ -130,12 +130,11 @@ loadtest
   .description('serve a load generator that a controller (`sinho loadtest --agents`) drives')
   .option('--host <host>', 'address to listen on (0.0.0.0 to accept other hosts)', '127.0.0.1')
   .option('--port <port>', 'port to listen on (0: any free port)', port, 7070)
-  .option('--token <token>', `a secret of at least 16 characters every request must carry; required beyond loopback (default: $SINHO_AGENT_TOKEN)`)
+  .addOption(new Option('--token <token>', 'a secret of at least 16 characters every request must carry; required beyond loopback').env('SINHO_AGENT_TOKEN'))
   .action(async (opts: { host: string; port: number; token?: string }) => {
-    const token = opts.token ?? process.env.SINHO_AGENT_TOKEN;
     let server;
     try {
-      server = await startAgent({ host: opts.host, port: opts.port, ...(token ? { token } : {}), log: (line) => process.stderr.write(`${line}\n`) });
+      server = await startAgent({ host: opts.host, port: opts.port, ...(opts.token ? { token: opts.token } : {}), log: (line) => process.stderr.write(`${line}\n`) });
     } catch (error) {
       process.stderr.write(`sinho loadtest agent: ${(error as Error).message}\n`);
       process.exitCode = 2;

@@ -12,6 +12,8 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 const PAGE = 4096;
 
 interface ProcStat {
+  /** The command name (at most 15 characters on Linux). */
+  comm: string;
   ppid: number;
   ticks: number;
   rssBytes: number;
@@ -22,22 +24,28 @@ function readStat(pid: number): ProcStat | undefined {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]), rssBytes: Number(fields[21]) * PAGE };
+    return { comm: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')), ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]), rssBytes: Number(fields[21]) * PAGE };
   } catch {
     return undefined;
   }
 }
 
-/** `roots` and all their descendants that are alive now, with their stats (one read of /proc per process). */
-function processTreeStats(roots: readonly number[]): Map<number, ProcStat> {
+/** Every process alive now, with its stats (one read of /proc per process). */
+function allStats(): Map<number, ProcStat> {
   const stats = new Map<number, ProcStat>();
-  const children = new Map<number, number[]>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
     const stat = readStat(pid);
-    if (!stat) continue;
-    stats.set(pid, stat);
+    if (stat) stats.set(pid, stat);
+  }
+  return stats;
+}
+
+/** `roots` and all their descendants that are alive now, with their stats. */
+function processTreeStats(roots: readonly number[], stats = allStats()): Map<number, ProcStat> {
+  const children = new Map<number, number[]>();
+  for (const [pid, stat] of stats) {
     const list = children.get(stat.ppid) ?? [];
     list.push(pid);
     children.set(stat.ppid, list);
@@ -56,6 +64,20 @@ function processTreeStats(roots: readonly number[]): Map<number, ProcStat> {
 /** The pids of `roots` and all their descendants that are alive now. */
 export function processTree(roots: readonly number[]): number[] {
   return [...processTreeStats(roots).keys()];
+}
+
+/**
+ * CPU time (µs) used so far by the processes whose command name starts with one of `names`, and by their
+ * descendants: a server's processes found by name (`postgres`, `beam.smp`, `redis-server`), for a benchmark that
+ * does not know their pids.
+ */
+export function cpuMicrosOfProcessesNamed(names: readonly string[]): number {
+  if (names.length === 0) return 0;
+  const stats = allStats();
+  const roots = [...stats].filter(([, stat]) => names.some((name) => stat.comm.startsWith(name))).map(([pid]) => pid);
+  let ticks = 0;
+  for (const stat of processTreeStats(roots, stats).values()) ticks += stat.ticks;
+  return (ticks * 1_000_000) / TICKS_PER_SECOND;
 }
 
 /** One host's sample over the last interval. */

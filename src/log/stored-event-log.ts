@@ -66,7 +66,14 @@ const DEFAULT_READ_PAGE_SIZE = 1000;
  * Validates the options every adapter shares and fills in their defaults. Adapters call it before they open
  * anything (a file, a pool, a schema), so that a bad option throws having changed nothing.
  */
-export function checkLogOptions(options: StoredEventLogOptions): { maxBatch: number; delayMs: number; pageSize: number; recentEvents: number } {
+export function checkLogOptions(options: StoredEventLogOptions): {
+  limits: Readonly<LogLimits>;
+  maxBatch: number;
+  delayMs: number;
+  pageSize: number;
+  recentEvents: number;
+} {
+  const limits = resolveLimits(options.limits);
   const maxBatch = options.maxBatchEvents ?? DEFAULT_MAX_BATCH_EVENTS;
   if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new InvalidInput('INVALID_ARGUMENT', 'maxBatchEvents must be a positive integer.', { option: 'maxBatchEvents' });
   const delayMs = options.groupCommitDelayMs ?? 0;
@@ -77,7 +84,7 @@ export function checkLogOptions(options: StoredEventLogOptions): { maxBatch: num
   if (!Number.isSafeInteger(pageSize) || pageSize < 1) throw new InvalidInput('INVALID_ARGUMENT', 'readPageSize must be a positive integer.', { option: 'readPageSize' });
   const recentEvents = options.recentEvents ?? DEFAULT_RECENT_EVENTS;
   if (!Number.isSafeInteger(recentEvents) || recentEvents < 0) throw new InvalidInput('INVALID_ARGUMENT', 'recentEvents must be an integer >= 0.', { option: 'recentEvents' });
-  return { maxBatch, delayMs, pageSize, recentEvents };
+  return { limits, maxBatch, delayMs, pageSize, recentEvents };
 }
 
 function validateFilter(filter: EventFilter | undefined): EventFilter | undefined {
@@ -148,9 +155,9 @@ export class StoredEventLog implements EventLog {
   ) {
     this.adapter = storage.adapter;
     storages.set(this, storage);
-    this.limits = resolveLimits(options.limits);
+    const { limits, maxBatch, delayMs, pageSize, recentEvents } = checkLogOptions(options);
+    this.limits = limits;
     this.upcasters = options.upcasters ?? createUpcasters();
-    const { maxBatch, delayMs, pageSize, recentEvents } = checkLogOptions(options);
     this.pageSize = pageSize;
     this.recent = new RecentEvents(recentEvents);
     this.committer = new GroupCommitter(storage, maxBatch, storage.maxCommitsInFlight, (result, requests) => {
