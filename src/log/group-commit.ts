@@ -32,7 +32,7 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
-/** Requests that must have arrived during the previous commit before the group-commit delay applies (PostgreSQL's `commit_siblings` default). */
+/** Requests that must have arrived during the previous batch's delay and commit before the delay applies again (PostgreSQL's `commit_siblings` default). */
 const LINGER_SIBLINGS = 5;
 
 export class GroupCommitter {
@@ -41,8 +41,8 @@ export class GroupCommitter {
   private queuedEvents = 0;
   private inFlight = 0;
   private scheduled = false;
-  /** Requests enqueued while a batch was committing, since the last cut (see lingers). */
-  private arrivedWhileCommitting = 0;
+  /** Requests enqueued while a batch was committing or held back, since the last cut (see lingers). */
+  private arrivedWhileBusy = 0;
   /** Set while a batch is held back by the group-commit delay. */
   private lingerTimer: NodeJS.Timeout | undefined;
   private idle: Promise<void> = Promise.resolve();
@@ -69,7 +69,8 @@ export class GroupCommitter {
       if (this.inFlight === 0 && this.queue.length === 0) this.idle = new Promise((r) => (this.markIdle = r));
       this.queue.push({ request, events, durability, resolve, reject });
       this.queuedEvents += events;
-      if (this.inFlight > 0) this.arrivedWhileCommitting += 1;
+      // Arrivals while a batch commits or is held back came on their own: no caller was just handed a result.
+      if (this.inFlight > 0 || this.lingerTimer !== undefined) this.arrivedWhileBusy += 1;
       if (this.lingerTimer !== undefined && this.queuedEvents >= this.maxBatchEvents) {
         // A full batch gains nothing by waiting.
         clearTimeout(this.lingerTimer);
@@ -100,11 +101,12 @@ export class GroupCommitter {
    * is held back `delayMs` so that it carries more events, because at a steady high rate the cost of a commit is
    * mostly per batch (the round trip, the statement, the WAL flush, the followers' wake-up), not per event. It only
    * applies when appends keep arriving by themselves, which is when waiting gathers more: at least
-   * {@link LINGER_SIBLINGS} requests arrived while the previous batch was committing. A lone writer waiting on its
+   * {@link LINGER_SIBLINGS} requests arrived while the previous batch was held back or committing (counting only the
+   * commit, a commit shorter than the gap between two bursts of arrivals ended the delay). A lone writer waiting on its
    * own appends, or a few, never triggers it, and a full batch is never held back.
    */
   private lingers(): boolean {
-    return this.delayMs > 0 && this.inFlight === 0 && this.arrivedWhileCommitting >= LINGER_SIBLINGS && this.queuedEvents < this.maxBatchEvents;
+    return this.delayMs > 0 && this.inFlight === 0 && this.arrivedWhileBusy >= LINGER_SIBLINGS && this.queuedEvents < this.maxBatchEvents;
   }
 
   private schedule(): void {
@@ -113,7 +115,7 @@ export class GroupCommitter {
     const cut = (): void => {
       this.scheduled = false;
       this.lingerTimer = undefined;
-      this.arrivedWhileCommitting = 0;
+      this.arrivedWhileBusy = 0;
       while (this.queue.length > 0 && this.mayCut()) void this.commit(this.takeBatch());
     };
     if (this.lingers()) this.lingerTimer = setTimeout(cut, this.delayMs);

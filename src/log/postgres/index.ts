@@ -29,7 +29,7 @@ export interface PostgresEventLogOptions extends EventLogOptions {
   onBackgroundError?: (error: Error) => void;
   /**
    * The group-commit delay, in milliseconds (0 to 1,000; default 0, off): while appends keep arriving on their own
-   * (at least 5 during the previous commit), the next batch is held back this long so that it carries more of them,
+   * (at least 5 while the previous batch was held back or committing), the next batch is held back this long so that it carries more of them,
    * like PostgreSQL's `commit_delay` or Kafka's `linger.ms`. Fewer, larger commits cost less CPU per event at a steady
    * high rate, for that much more latency. A writer waiting on its own appends, and a full batch, are never delayed.
    * See docs/log.md, "Group-commit delay".
