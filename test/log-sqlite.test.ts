@@ -12,6 +12,13 @@ import { subscriptionConformance, type ProjectionFixture } from './conformance/s
 import Database from 'better-sqlite3';
 import type { EventLog } from '../src/index.js';
 import { consumerGroups, subscribe } from '../src/index.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import type { Worker } from 'node:worker_threads';
+import { WrongExpectedRevision } from '../src/errors.js';
+import type { CommitResult } from '../src/log/storage.js';
+import { decodeBatch, decodeResult, encodeBatch, encodeResult, WriterThread } from '../src/log/sqlite/writer.js';
+import { sleep } from './support/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sinho-sqlite-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -261,5 +268,81 @@ describe('sqlite: migrating a file written before stream chains (schema 4)', () 
     } finally {
       await log.close();
     }
+  });
+});
+
+eventLogConformance('sqlite (writing on the calling thread)', (options?: object) => factory({ ...options, writerThread: false }), 'durable');
+
+describe('sqlite: the writer thread', () => {
+  it('carries a batch and its result across the thread, failed requests with their error class and fields', async () => {
+    const event = (id: string, stream: string) => ({ id, idGiven: true, stream, category: 'order', type: 'Placed', schemaVersion: 1, data: '{"n":1}', metadata: '{}' });
+    const batch = [
+      { appends: [{ stream: 'order-1', expectedRevision: 'any' as const, events: [event('a', 'order-1'), event('b', 'order-1')] }] },
+      { appends: [{ stream: 'order-2', expectedRevision: 3, events: [event('c', 'order-2')] }] },
+      {
+        appends: [
+          { stream: 'order-3', expectedRevision: 'noStream' as const, events: [event('d', 'order-3')] },
+          { stream: 'order-4', expectedRevision: 'any' as const, events: [event('e', 'order-4')] },
+        ],
+      },
+    ];
+    assert.deepEqual(decodeBatch(structuredClone(encodeBatch(batch))), batch);
+    const result: CommitResult = {
+      head: 40,
+      durability: 'durable',
+      outcomes: [
+        { ok: true, streams: [{ stream: 'order-1', revision: 8, alreadyStored: false, events: [{ id: 'a', revision: 7, position: 37 }, { id: 'b', revision: 8, position: 38 }] }] },
+        { ok: false, error: new WrongExpectedRevision('order-2', 3, 5) },
+        {
+          ok: true,
+          streams: [
+            { stream: 'order-3', revision: 0, alreadyStored: true, events: [{ id: 'd', revision: 0, position: 12 }] },
+            { stream: 'order-4', revision: 2, alreadyStored: false, events: [{ id: 'e', revision: 2, position: 39 }] },
+          ],
+        },
+      ],
+    };
+    const back = decodeResult(structuredClone(encodeResult(result)), batch);
+    const failed = back.outcomes[1]!;
+    assert.ok(!failed.ok && failed.error instanceof WrongExpectedRevision);
+    assert.equal(failed.error.code, 'WRONG_EXPECTED_REVISION');
+    assert.equal(failed.error.actual, 5);
+    assert.equal(failed.error.message, (result.outcomes[1] as { error: Error }).error.message);
+    assert.deepEqual({ ...back, outcomes: [back.outcomes[0], back.outcomes[2]] }, { ...result, outcomes: [result.outcomes[0], result.outcomes[2]] });
+  });
+
+  it('rejects a bad writerThread or externalCommitCheckMs before creating anything', () => {
+    const path = join(dir, `never-${n++}.sqlite`);
+    for (const options of [{ writerThread: 'yes' }, { externalCommitCheckMs: 0 }, { externalCommitCheckMs: 1.5 }]) {
+      assert.throws(() => openSqliteEventLog({ path, ...(options as object) }), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT');
+    }
+    assert.throws(() => statSync(path), /ENOENT/);
+  });
+
+  it('fails waiting and later writes when the thread dies, instead of leaving them hanging', async () => {
+    const path = join(dir, `log-${n++}.sqlite`);
+    const setUp = openSqliteEventLog({ path }); // migrates the file
+    await setUp.close();
+    const writer = new WriterThread(path, { busyTimeoutMs: 1000, externalCommitCheckMs: 50 }, 1000);
+    const group = await writer.subscriptions.ensureGroup('g', 0);
+    assert.equal(group.name, 'g');
+    await (writer as unknown as { worker: Worker }).worker.terminate();
+    await assert.rejects(writer.subscriptions.getGroup('g'), /writer thread exited/);
+    await writer.close();
+  });
+
+  it('does not keep a process alive whose log was never closed', async () => {
+    const path = join(dir, `log-${n++}.sqlite`);
+    const script = `import { openSqliteEventLog } from ${JSON.stringify(new URL('../src/log/sqlite/index.ts', import.meta.url).href)};
+const log = openSqliteEventLog({ path: ${JSON.stringify(path)} });
+await log.append('order-1', [{ type: 'Placed', data: {} }]);
+console.log('appended');`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const code = await Promise.race([once(child, 'exit').then(([c]) => c), sleep(20_000).then(() => 'still running')]);
+    if (code === 'still running') child.kill('SIGKILL');
+    assert.equal(code, 0);
+    assert.equal(out.trim(), 'appended');
   });
 });

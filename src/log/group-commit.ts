@@ -52,8 +52,9 @@ export class GroupCommitter {
   private markIdle: () => void = () => {};
 
   /**
-   * @param maxInFlight batches committing at once. 1 for SQLite (its commit is
-   *   synchronous anyway); 2 for PostgreSQL, so that under full load the next
+   * @param maxInFlight batches committing at once. 1 for SQLite writing on the
+   *   calling thread (its commit is synchronous anyway); 2 for SQLite's writer
+   *   thread (see pipelined); 2 for PostgreSQL, so that under full load the next
    *   batch is sent and waiting on the head lock while the previous one flushes.
    */
   constructor(
@@ -97,7 +98,18 @@ export class GroupCommitter {
    * cannot grow by waiting, and it is sent at once to wait on the lock, so the store never idles between batches.
    */
   private mayCut(): boolean {
+    if (this.pipelined) return this.inFlight < this.maxInFlight;
     return this.inFlight === 0 || (this.inFlight < this.maxInFlight && this.queuedEvents >= this.maxBatchEvents);
+  }
+
+  /**
+   * A store that commits on a thread of its own (`pipelineCommits`) gets the next batch while it commits one, and
+   * what is queued is split evenly over the free slots: callers that wait for their appends (a closed loop) all
+   * come back with one result, and sent as one batch they would leave one thread idle while the other works, turn
+   * about, for good; split, one half is settled and sends its next appends while the other half commits.
+   */
+  private get pipelined(): boolean {
+    return this.storage.pipelineCommits === true;
   }
 
   /**
@@ -131,13 +143,14 @@ export class GroupCommitter {
   }
 
   private takeBatch(): Pending[] {
+    const limit = this.pipelined ? Math.min(this.maxBatchEvents, Math.ceil(this.queuedEvents / (this.maxInFlight - this.inFlight))) : this.maxBatchEvents;
     const first = this.queue[0]!;
     let count = 0;
     let events = 0;
     while (count < this.queue.length) {
       const next = this.queue[count]!;
       if (next.durability !== first.durability) break;
-      if (count > 0 && events + next.events > this.maxBatchEvents) break;
+      if (count > 0 && events + next.events > limit) break;
       events += next.events;
       count += 1;
     }

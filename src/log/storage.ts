@@ -99,6 +99,12 @@ export interface LogStorage {
   /** Batches that may be committing at once (they still serialise on the store's write lock). */
   readonly maxCommitsInFlight: number;
   /**
+   * Send a batch whenever fewer than `maxCommitsInFlight` are committing, splitting what is queued evenly over the
+   * free slots (see GroupCommitter.mayCut). For a store that commits on a thread of its own: the next batch waits
+   * there while this thread settles the previous one's callers, so the two threads work side by side.
+   */
+  readonly pipelineCommits?: boolean;
+  /**
    * Commits a batch of independent requests in ONE transaction with ONE
    * durable flush. Each request is planned with {@link planCommit}: a request
    * that fails its checks is reported as failed and contributes nothing,

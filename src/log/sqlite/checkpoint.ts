@@ -13,6 +13,7 @@
  * fsynced, before and after.
  */
 import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 
 /** The committing connection's auto-checkpoint limit, in pages, with a background checkpointer (10,000 pages: 40 MB of WAL). */
@@ -21,23 +22,26 @@ export const BACKSTOP_AUTOCHECKPOINT_PAGES = 10_000;
 /**
  * The thread's code. It is a script rather than a module file so that it
  * runs the same from dist/ and from the TypeScript sources under a loader;
- * the driver is required by its resolved path.
+ * the driver is imported by its resolved URL. Only dynamic imports: the
+ * script is evaluated as CommonJS, or as a module when the process runs with
+ * `--input-type=module` (workers inherit it), and `import()` works in both.
  */
 const THREAD_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-const db = new Database(workerData.path);
-db.pragma('synchronous = FULL');
-const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
-const timer = setInterval(() => {
-  // Busy or failing now: the committing connection's auto-checkpoint is the backstop.
-  try { checkpoint.run(); } catch {}
-}, workerData.intervalMs);
-parentPort.on('message', (message) => {
-  if (message !== 'close') return;
-  clearInterval(timer);
-  db.close();
-  parentPort.close();
+import('node:worker_threads').then(async ({ parentPort, workerData }) => {
+  const Database = (await import(workerData.driver)).default;
+  const db = new Database(workerData.path);
+  db.pragma('synchronous = FULL');
+  const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
+  const timer = setInterval(() => {
+    // Busy or failing now: the committing connection's auto-checkpoint is the backstop.
+    try { checkpoint.run(); } catch {}
+  }, workerData.intervalMs);
+  parentPort.on('message', (message) => {
+    if (message !== 'close') return;
+    clearInterval(timer);
+    db.close();
+    parentPort.close();
+  });
 });
 `;
 
@@ -46,7 +50,7 @@ export class BackgroundCheckpointer {
   private readonly exited: Promise<unknown>;
 
   constructor(path: string, intervalMs: number) {
-    const driver = createRequire(import.meta.url).resolve('better-sqlite3');
+    const driver = pathToFileURL(createRequire(import.meta.url).resolve('better-sqlite3')).href;
     this.worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { driver, path, intervalMs } });
     this.exited = new Promise((r) => this.worker.once('exit', r));
     // A failing checkpointer only means checkpoints move back into commits (the backstop).

@@ -12,6 +12,9 @@ import { InvalidInput } from '../../errors.js';
 import { BUSY_HANDLER_MS } from './busy.js';
 import { BackgroundCheckpointer, BACKSTOP_AUTOCHECKPOINT_PAGES } from './checkpoint.js';
 
+/** SQLite's own `wal_autocheckpoint` default, in pages. */
+const SQLITE_DEFAULT_AUTOCHECKPOINT_PAGES = 1000;
+
 /** The options every Sinho store on a SQLite file takes. */
 export interface SqliteFileOptions {
   /** Path of the database file (created with its folder when missing), or `:memory:`. */
@@ -34,6 +37,11 @@ export interface SqliteFile {
   db: Database.Database;
   /** The checked `busyTimeoutMs`: the budget for retryingWhileBusy. */
   busyTimeoutMs: number;
+  /**
+   * The connection's `wal_autocheckpoint`, in pages: a high backstop with the background checkpointer, SQLite's
+   * default otherwise. Another connection that commits to the file (the log's writer thread) takes the same.
+   */
+  autocheckpointPages: number;
   /** Stops the checkpoint thread, then closes the connection. */
   close(): Promise<void>;
 }
@@ -80,13 +88,16 @@ export function openSqliteFile(opener: string, options: SqliteFileOptions, setUp
     throw error;
   }
   let checkpointer: BackgroundCheckpointer | undefined;
+  let autocheckpointPages = SQLITE_DEFAULT_AUTOCHECKPOINT_PAGES;
   if (path !== ':memory:' && checkpointMs !== false) {
     checkpointer = new BackgroundCheckpointer(path, checkpointMs);
-    db.pragma(`wal_autocheckpoint = ${BACKSTOP_AUTOCHECKPOINT_PAGES}`);
+    autocheckpointPages = BACKSTOP_AUTOCHECKPOINT_PAGES;
+    db.pragma(`wal_autocheckpoint = ${autocheckpointPages}`);
   }
   return {
     db,
     busyTimeoutMs,
+    autocheckpointPages,
     close: async () => {
       await checkpointer?.close();
       db.close();
