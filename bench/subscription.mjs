@@ -49,7 +49,15 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const POSTGRES_URL = process.env.SINHO_BENCH_POSTGRES_URL ?? 'postgres://root@127.0.0.1:5432/test';
 const RABBITMQ_URL = process.env.SINHO_BENCH_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const quick = process.env.BENCH_QUICK === '1';
-const N = quick ? 5_000 : 30_000;
+const N = quick ? 5_000 : 60_000;
+/**
+ * Messages sent flat out before the measured run, for every system alike. 2,000 with 30,000 measured was too little
+ * on a faster host (2026-12-05, evening): Sinho on SQLite's measured run then took half a second, and in a probe of
+ * three runs in a row its first ran at 50,000-53,000/s and the next at 62,000-75,000 (code not yet compiled, pages
+ * and caches cold; its writer thread is a second JavaScript heap to warm), and RabbitMQ's first round was 20% below
+ * its next two.
+ */
+const WARM_UP = quick ? 1_000 : 10_000;
 const PACED_SECONDS = quick ? 3 : 8;
 const STREAMS = 1000;
 const CONCURRENCY = 64;
@@ -199,7 +207,7 @@ async function measure(name, setup) {
   const d = driver();
   const system = await setup(d);
   try {
-    await d.flatOut(system.send, Math.min(2000, N)); // warm-up
+    await d.flatOut(system.send, WARM_UP);
     const max = await d.flatOut(system.send, N);
     const paced = await d.paced(system.send, Math.max(100, Math.round(max.perSecond / 2)), PACED_SECONDS, system.servers ?? []);
     const result = { max, halfRate: paced };
@@ -476,7 +484,7 @@ function writeReport(results) {
     '## Subscriptions, end to end (`npm run bench:subscription`)',
     '',
     `Run ${results.date}${results.quick ? ' (quick mode: reduced sizes)' : ''} on ${m.cpu}, ${m.memoryGiB} GiB; Node ${m.node}. All systems on 127.0.0.1, in the same run, alternating for ${results.rounds.length} rounds; medians. Before each system the disk is settled (PostgreSQL CHECKPOINT, sync, 1 s), so none pays for the pages the previous one left to flush.`,
-    `1 KiB messages over ${STREAMS} streams (Sinho: one stream per key, per-stream order kept), consumer concurrency ${CONCURRENCY}, ${PRODUCERS} concurrent producers. "max" is ${N.toLocaleString('en-US')} messages flat out (append/publish → handled → acked); latency is send → handler, measured at half of each system's own maximum for ${PACED_SECONDS} s.`,
+    `1 KiB messages over ${STREAMS} streams (Sinho: one stream per key, per-stream order kept), consumer concurrency ${CONCURRENCY}, ${PRODUCERS} concurrent producers. "max" is ${N.toLocaleString('en-US')} messages flat out (append/publish → handled → acked), after ${WARM_UP.toLocaleString('en-US')} not measured; latency is send → handler, measured at half of each system's own maximum for ${PACED_SECONDS} s.`,
     'RabbitMQ: durable queue, persistent messages, publisher confirms with 256 in flight, prefetch 256, manual ack. BullMQ: a Redis started for the run with `appendonly yes`, `appendfsync always`.',
     '',
     '| system | max messages/s | half rate (/s) | p50 ms | p99 ms | CPU µs per message at half rate (this process + server, each a median) |',
