@@ -63,6 +63,9 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
   // A log that does not listen never hears of other processes' commits, so what it remembers would go stale
   // unnoticed, each stale guess costing a failed attempt: it reads the revisions of every batch instead.
   const guesses = new RevisionGuesses(options.listen === false ? 0 : 10_000);
+  // Settled once the LISTEN connection is up (or failed once): see the end of this function.
+  let firstListen!: () => void;
+  const listening = new Promise<void>((resolve) => (firstListen = resolve));
   const storage: LogStorage = {
     adapter: 'postgres',
     subscriptions: createPostgresSubscriptionStorage(pool, schema),
@@ -106,7 +109,10 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
       await pool.query(`DELETE FROM ${schema}.events WHERE stream = $1 AND revision < $2`, [stream, beforeRevision]);
     },
     watchExternalCommits: (onCommit) => {
-      if (options.listen === false) return () => {};
+      if (options.listen === false) {
+        firstListen();
+        return () => {};
+      }
       const external = (head: number): void => {
         guesses.clear(); // another process committed: any stream's revision may have moved
         onCommit(head);
@@ -114,6 +120,7 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
       return watchExternalCommits(clientConfig, channel, external, (e) => options.onBackgroundError?.(e), {
         isOwnBackend: (pid) => ownBackends.has(pid),
         readHead: (db) => readHead(db, schema),
+        onFirstAttempt: firstListen,
       });
     },
     close: () => pool.end(),
@@ -122,6 +129,13 @@ export async function openPostgresEventLog(options: PostgresEventLogOptions = {}
   // batch is planned and waiting on the head lock while the previous one flushes
   // (measured in bench/log.mjs: about 10% more throughput than one batch of 256).
   // Below full load one batch commits while the next gathers (group-commit.ts).
-  return new StoredEventLog(storage, logOptions);
+  const log = new StoredEventLog(storage, logOptions);
+  // The log is handed out once it listens. The LISTEN connection reports the head it reads when it starts, as a
+  // commit of another process; had it started while this log's first appends were committing, that head could
+  // include them before their appends returned, and followers would read from the store the rows they were about
+  // to be handed (the conformance test of that failed about once in ten CI runs). A failed first attempt does not
+  // hold the log back: wake-ups then come from the re-check while it reconnects.
+  await listening;
+  return log;
 }
 export { openPostgresFeedStore, type PostgresFeedStoreOptions } from '../../realtime/postgres/feed-store.js';

@@ -25,12 +25,19 @@ export function watchExternalCommits(
      * (while connecting, or while a dropped connection was being replaced) are reported too, not only the next one.
      */
     readHead?: (db: pg.Client) => Promise<number>;
+    /** Called once, when the first attempt to listen succeeded (head read and reported) or failed. */
+    onFirstAttempt?: () => void;
   } = {},
 ): () => void {
   let stopped = false;
   let client: pg.Client | undefined;
   let attempt = 0;
   let retryTimer: NodeJS.Timeout | undefined;
+  let firstAttempt = options.onFirstAttempt;
+  const attempted = (): void => {
+    firstAttempt?.();
+    firstAttempt = undefined;
+  };
 
   const connect = async (): Promise<void> => {
     if (stopped) return;
@@ -54,6 +61,8 @@ export function watchExternalCommits(
     } catch (error) {
       onError(error as Error);
       scheduleReconnect(c);
+    } finally {
+      attempted();
     }
   };
   const scheduleReconnect = (c: pg.Client): void => {
@@ -70,6 +79,7 @@ export function watchExternalCommits(
   void connect();
   return () => {
     stopped = true;
+    attempted();
     if (retryTimer) clearTimeout(retryTimer);
     client?.end().catch(() => {});
     client = undefined;
