@@ -311,6 +311,44 @@ describe('sqlite: the writer thread', () => {
     assert.deepEqual({ ...back, outcomes: [back.outcomes[0], back.outcomes[2]] }, { ...result, outcomes: [result.outcomes[0], result.outcomes[2]] });
   });
 
+  it('switches between committing on the calling thread (small batches, writer idle) and on the writer thread, losing and reordering nothing', async () => {
+    const log = await factory();
+    try {
+      const seen = new Map<string, number[]>();
+      const group = await subscribe(log, 'mix', {
+        concurrency: 8,
+        handler: (e) => {
+          const list = seen.get(e.stream) ?? [];
+          list.push((e.data as { i: number }).i);
+          seen.set(e.stream, list);
+        },
+      });
+      const positions: number[] = [];
+      let i = 0;
+      for (let phase = 0; phase < 6; phase++) {
+        // Lone appends (one event, nothing else writing), then a burst of 300 at once (batches over the threshold).
+        for (let k = 0; k < 20; k++) positions.push((await log.append(`mix-${k % 3}`, [{ type: 'M', data: { i: i++ } }])).events[0]!.position);
+        const burst = Array.from({ length: 300 }, () => {
+          const n = i++;
+          return log.append(`mix-${n % 3}`, [{ type: 'M', data: { i: n } }]);
+        });
+        for (const r of await Promise.all(burst)) positions.push(r.events[0]!.position);
+      }
+      const head = await log.headPosition();
+      await group.waitForCheckpoint(head);
+      await group.stop();
+      assert.deepEqual([...positions].sort((a, b) => a - b), Array.from({ length: i }, (_, k) => k + 1), 'positions unique and without a hole');
+      let delivered = 0;
+      for (const [name, list] of seen) {
+        delivered += list.length;
+        assert.deepEqual(list, [...list].sort((a, b) => a - b), `${name} delivered in append order`);
+      }
+      assert.equal(delivered, i);
+    } finally {
+      await log.close();
+    }
+  });
+
   it('rejects a bad writerThread or externalCommitCheckMs before creating anything', () => {
     const path = join(dir, `never-${n++}.sqlite`);
     for (const options of [{ writerThread: 'yes' }, { externalCommitCheckMs: 0 }, { externalCommitCheckMs: 1.5 }]) {

@@ -272,6 +272,11 @@ export class WriterThread implements SqliteWriter {
     this.subscriptions = subscriptions as unknown as SubscriptionStorage;
   }
 
+  /** No call is waiting for the thread: nothing of this process is writing there. */
+  get idle(): boolean {
+    return this.pending.size === 0;
+  }
+
   async commit(batch: readonly AppendRequest[], durability: 'durable' | 'relaxed'): Promise<CommitResult> {
     return decodeResult((await this.call('log', 'commit', [encodeBatch(batch), durability])) as WireResult, batch);
   }
