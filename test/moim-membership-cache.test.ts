@@ -119,14 +119,24 @@ describe('moim fan-out through a Redis restart', { skip, timeout: 240_000 }, () 
       assert.deepEqual(failures, [], 'no join failed');
       // Every member who joined before a join is told of it, once: the owner of all 40, the k-th joiner of the 40 - k after.
       const everyone = [owner, ...joiners];
+      // On a timeout, say which feeds were short or long (missing notifications, or duplicates) and what the groups did.
+      let counts: number[] = [];
       await until(
         async () => {
-          const counts = await Promise.all(everyone.map(async (m) => (await feed.read(m.id, 0, 1000)).length));
+          counts = await Promise.all(everyone.map(async (m) => (await feed.read(m.id, 0, 1000)).length));
           return counts.every((n, i) => n === 40 - i);
         },
         30_000,
         'every notification in the feeds',
-      );
+      ).catch((error: Error) => {
+        const off = counts.flatMap((n, i) => (n === 40 - i ? [] : [`member ${i}: ${n} of ${40 - i}`]));
+        const groups = JSON.stringify({
+          readModels: worker.readModels.group.stats(),
+          notifications: worker.notifications.group.stats(),
+          membershipCache: worker.membershipCache?.group.stats(),
+        });
+        throw new Error(`${error.message}; ${off.length} feeds off (${off.slice(0, 8).join(', ')}); groups: ${groups}`);
+      });
       for (const [i, m] of everyone.entries()) {
         const entries = await feed.read(m.id, 0, 1000);
         const joined = entries.map((e) => (e.data as { memberId: string }).memberId);
