@@ -311,7 +311,7 @@ describe('sqlite: the writer thread', () => {
     assert.deepEqual({ ...back, outcomes: [back.outcomes[0], back.outcomes[2]] }, { ...result, outcomes: [result.outcomes[0], result.outcomes[2]] });
   });
 
-  it('switches between committing on the calling thread (small batches, writer idle) and on the writer thread, losing and reordering nothing', async () => {
+  it('keeps positions and per-stream order through lone appends and bursts alternating under a consumer group', async () => {
     const log = await factory();
     try {
       const seen = new Map<string, number[]>();
@@ -326,7 +326,7 @@ describe('sqlite: the writer thread', () => {
       const positions: number[] = [];
       let i = 0;
       for (let phase = 0; phase < 6; phase++) {
-        // Lone appends (one event, nothing else writing), then a burst of 300 at once (batches over the threshold).
+        // Lone appends (one batch of one event at a time), then a burst of 300 at once (split over two batches in flight).
         for (let k = 0; k < 20; k++) positions.push((await log.append(`mix-${k % 3}`, [{ type: 'M', data: { i: i++ } }])).events[0]!.position);
         const burst = Array.from({ length: 300 }, () => {
           const n = i++;

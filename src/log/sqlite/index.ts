@@ -4,7 +4,7 @@
  * may share the file; writes are serialised by SQLite's write lock.
  */
 import { checkLogOptions, StoredEventLog, type EventLogOptions } from '../stored-event-log.js';
-import type { AppendRequest, CommitResult, LogStorage } from '../storage.js';
+import type { LogStorage } from '../storage.js';
 import type { EventLog } from '../types.js';
 import { InvalidInput } from '../../errors.js';
 import { prepareReadStatements, readAllPage, readStreamPage } from './read.js';
@@ -24,15 +24,6 @@ export interface SqliteEventLogOptions extends EventLogOptions, SqliteFileOption
   writerThread?: boolean;
 }
 
-/** Batches of at most this many events commit on the calling thread when the writer thread has nothing to do. */
-const SMALL_BATCH_EVENTS = 16;
-
-const eventsIn = (batch: readonly AppendRequest[]): number => {
-  let events = 0;
-  for (const request of batch) for (const append of request.appends) events += append.events.length;
-  return events;
-};
-
 export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
   checkLogOptions(options ?? {});
   const externalCommitCheckMs = options?.externalCommitCheckMs ?? 200;
@@ -47,25 +38,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
   const read = prepareReadStatements(db);
   const settings = { busyTimeoutMs, externalCommitCheckMs };
   const threaded = options.path !== ':memory:' && options.writerThread !== false;
-  const here = writerOn(db, settings);
-  const thread = threaded ? new WriterThread(options.path, settings, file.autocheckpointPages) : undefined;
-  const writer: SqliteWriter = thread ?? here;
-  // A small batch while nothing else is being written commits here, on the calling thread: the crossing costs
-  // more than it saves when there is nothing to do meanwhile (one awaited append at a time ran at 3,200-3,500/s
-  // through the thread against 4,900-5,300/s here). The process's two connections never write at once: this
-  // thread's commit is synchronous, and it runs only while no call waits for the writer thread.
-  let committingHere = 0;
-  const commit = async (batch: readonly AppendRequest[], durability: 'durable' | 'relaxed'): Promise<CommitResult> => {
-    if (!thread || (thread.idle && committingHere === 0 && eventsIn(batch) <= SMALL_BATCH_EVENTS)) {
-      committingHere += 1;
-      try {
-        return await here.commit(batch, durability);
-      } finally {
-        committingHere -= 1;
-      }
-    }
-    return thread.commit(batch, durability);
-  };
+  const writer: SqliteWriter = threaded ? new WriterThread(options.path, settings, file.autocheckpointPages) : writerOn(db, settings);
   const readHead = (): number => read.head.get()!.position;
 
   const storage: LogStorage = {
@@ -76,7 +49,7 @@ export function openSqliteEventLog(options: SqliteEventLogOptions): EventLog {
     maxCommitsInFlight: threaded ? 2 : 1,
     pipelineCommits: threaded,
     recheckIntervalMs: 5000,
-    commit,
+    commit: (batch, durability) => writer.commit(batch, durability),
     readStreamPage: async (q) => readStreamPage(read, q),
     readAllPage: async (q) => readAllPage(db, read, q),
     readEventsById: async (ids) => read.byId.all(JSON.stringify(ids)),

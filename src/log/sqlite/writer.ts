@@ -8,10 +8,10 @@
  * process could neither validate the next appends nor deliver to its
  * consumers. So a file log hands its writes to a writer thread: the main
  * thread keeps validation, group commit, delivery and reads (WAL readers never
- * wait for the writer), and the two run on two cores. The main connection
- * commits only small batches while the thread is idle (see index.ts), so the
- * two never contend for SQLite's write lock. Durability is unchanged: an
- * append resolves once the writer's commit, fsync included, has returned.
+ * wait for the writer), and the two run on two cores. Every write of the
+ * process goes to that one connection, so the process never contends with
+ * itself for SQLite's write lock. Durability is unchanged: an append resolves
+ * once the writer's commit, fsync included, has returned.
  *
  * `writerOn` is the write side on a connection of the calling thread (used
  * for `:memory:` and with `writerThread: false`, and inside the writer
@@ -270,11 +270,6 @@ export class WriterThread implements SqliteWriter {
     const subscriptions: Record<string, unknown> = { supportsStatements: true };
     for (const method of SUBSCRIPTION_METHODS) subscriptions[method] = (...args: unknown[]) => this.call('subscriptions', method, args);
     this.subscriptions = subscriptions as unknown as SubscriptionStorage;
-  }
-
-  /** No call is waiting for the thread: nothing of this process is writing there. */
-  get idle(): boolean {
-    return this.pending.size === 0;
   }
 
   async commit(batch: readonly AppendRequest[], durability: 'durable' | 'relaxed'): Promise<CommitResult> {
