@@ -5,7 +5,9 @@
  * batch is cut with `setImmediate`, which lets every append issued in the same
  * turn of the event loop join it. While one is committing, the next batch
  * gathers every append issued meanwhile, and is cut early (up to
- * `maxInFlight` batches) only once a full batch is waiting (see mayCut). A
+ * `maxInFlight` batches) only once a full batch is waiting (see mayCut);
+ * a store that commits on a thread of its own (`pipelineCommits`) gets the
+ * next batch at once instead, the queue split over the free slots. A
  * batch is a FIFO prefix of the queue with one durability, up to
  * `maxBatchEvents` events; the adapter
  * commits it as one transaction and each caller is settled with its own

@@ -31,7 +31,6 @@ export interface ReadStatements {
   byId: Database.Statement<[string], StoredEvent>;
   head: Database.Statement<[], { position: number }>;
   readSnapshot: Database.Statement<[string, string], { revision: number; state: string }>;
-  writeSnapshot: Database.Statement<[string, string, number, string, string]>;
   positionAt: Database.Statement<[number], { position: number | null }>;
 }
 
@@ -64,10 +63,6 @@ export function prepareReadStatements(db: Database.Database): ReadStatements {
     byId: db.prepare(`SELECT ${EVENT_COLUMNS} FROM sinho_events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY position`),
     head: db.prepare('SELECT position FROM sinho_head WHERE singleton = 1'),
     readSnapshot: db.prepare('SELECT revision, state FROM sinho_snapshots WHERE stream = ? AND key = ?'),
-    writeSnapshot: db.prepare(
-      'INSERT INTO sinho_snapshots (stream, key, revision, state, created_at) VALUES (?, ?, ?, ?, ?) ' +
-        'ON CONFLICT (stream, key) DO UPDATE SET revision = excluded.revision, state = excluded.state, created_at = excluded.created_at WHERE excluded.revision >= sinho_snapshots.revision',
-    ),
     positionAt: db.prepare('SELECT MIN(position) AS position FROM sinho_events WHERE recorded_at >= ?'),
   };
 }

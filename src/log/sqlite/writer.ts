@@ -50,6 +50,10 @@ export interface WriterSettings {
 export function writerOn(db: Database.Database, settings: WriterSettings): SqliteWriter {
   const append = prepareAppendStatements(db);
   const read = prepareReadStatements(db);
+  const upsertSnapshot = db.prepare<[string, string, number, string, string]>(
+    'INSERT INTO sinho_snapshots (stream, key, revision, state, created_at) VALUES (?, ?, ?, ?, ?) ' +
+      'ON CONFLICT (stream, key) DO UPDATE SET revision = excluded.revision, state = excluded.state, created_at = excluded.created_at WHERE excluded.revision >= sinho_snapshots.revision',
+  );
   const writes = retryingWhileBusy(
     {
       commit: async (batch: readonly AppendRequest[], durability: 'durable' | 'relaxed') => commitBatch(db, append, batch, durability),
@@ -59,7 +63,7 @@ export function writerOn(db: Database.Database, settings: WriterSettings): Sqlit
       // fsync per snapshot, outside group commit.
       writeSnapshot: async (stream: string, snapshot: Snapshot) => {
         const state = JSON.stringify(snapshot.state);
-        withoutFsync(db, () => read.writeSnapshot.run(stream, snapshot.key, snapshot.revision, state, new Date().toISOString()));
+        withoutFsync(db, () => upsertSnapshot.run(stream, snapshot.key, snapshot.revision, state, new Date().toISOString()));
       },
       truncateStream: async (stream: string, beforeRevision: number) => truncateStream(read, stream, beforeRevision),
     },
